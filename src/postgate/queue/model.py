@@ -1,0 +1,169 @@
+"""queue.model — the values that cross the queue boundary.
+
+SYNOPSIS
+    Envelope, EnvelopeRecipient, DsnRet, RecipientStatus, LeasedRecipient,
+    AttemptResult, QueuedMessageSummary, StatusLogEntry
+
+DESCRIPTION
+    Plain frozen dataclasses shared by the receiving side (server/, accept/), the
+    store (queue/), the scheduler and the transports (delivery/). Nothing here does
+    I/O. Addresses are kept exactly as the client gave them inside the angle brackets
+    (an empty string is the null reverse-path ``<>``).
+
+SEE ALSO
+    queue.store (the Store protocol), queue.scheduler, delivery
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class DsnRet(enum.StrEnum):
+    """RFC 3461 4.3: how much of the message a DSN returns."""
+
+    FULL = "FULL"
+    HDRS = "HDRS"
+
+
+class DsnNotify(enum.StrEnum):
+    """RFC 3461 4.1: when a DSN is wanted for one recipient."""
+
+    NEVER = "NEVER"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    DELAY = "DELAY"
+
+
+class BodyType(enum.StrEnum):
+    """RFC 6152 / RFC 3030: the BODY= parameter of MAIL FROM."""
+
+    SEVEN_BIT = "7BIT"
+    EIGHT_BIT_MIME = "8BITMIME"
+    BINARY_MIME = "BINARYMIME"
+
+
+class RecipientStatus(enum.StrEnum):
+    """Where one queued recipient stands. QUEUED and DEFERRED are due for delivery
+    at ``next_attempt_at``; HELD waits for an operator; the rest are final."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    HELD = "held"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    DELETED = "deleted"
+
+
+FINAL_STATUSES = frozenset(
+    {RecipientStatus.DELIVERED, RecipientStatus.BOUNCED, RecipientStatus.DELETED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeRecipient:
+    """One RCPT TO, after alias expansion.
+
+    ``address`` is the final address to deliver to; ``original`` is what the client
+    wrote in RCPT TO (used in DSNs when no ORCPT was given). ``orcpt`` is the decoded
+    ORCPT parameter as ``(addr-type, address)``, e.g. ``("rfc822", "a@b")``.
+    ``notify`` is None when the client gave no NOTIFY (the default policy applies).
+    """
+
+    address: str
+    original: str = ""
+    notify: frozenset[DsnNotify] | None = None
+    orcpt: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Everything the SMTP transaction told us besides the message bytes."""
+
+    sender: str
+    recipients: tuple[EnvelopeRecipient, ...]
+    ret: DsnRet | None = None
+    envid: str | None = None
+    smtputf8: bool = False
+    body_type: BodyType | None = None
+    client_address: str = ""
+    client_helo: str = ""
+    authenticated_user: str | None = None
+    received_at: float = 0.0  # unix time, set by the receiver
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedRecipient:
+    """A recipient the scheduler handed to one owner until ``lease_until``.
+
+    Invariant 2 of ARCHITECTURE.md: only the holder of a live lease delivers it.
+    """
+
+    recipient_id: int
+    queue_id: str
+    address: str
+    original: str
+    notify: frozenset[DsnNotify] | None
+    orcpt: tuple[str, str] | None
+    attempts: int  # attempts made before this one
+    first_queued_at: float
+    lease_until: float
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """The outcome of one delivery attempt for one recipient, as a transport reports it.
+
+    ``status`` is DELIVERED, DEFERRED or BOUNCED. ``reply`` is the remote or local
+    reply text (e.g. ``"550 5.1.1 no such user"``); ``enhanced_status`` the RFC 3463
+    code (``"5.1.1"``). ``remote_host`` is the MX host or ``"maildir"``/``"lmtp"``.
+    ``next_attempt_at`` is set by the scheduler for DEFERRED.
+    """
+
+    status: RecipientStatus
+    reply: str
+    enhanced_status: str = ""
+    remote_host: str = ""
+    remote_address: str = ""
+    tls_version: str = ""
+    next_attempt_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLogEntry:
+    """One row of the status log: the truth about one attempt (invariant 3)."""
+
+    queue_id: str
+    recipient_id: int
+    address: str
+    status: RecipientStatus
+    reply: str
+    enhanced_status: str
+    remote_host: str
+    tls_version: str
+    attempt: int
+    logged_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecipientSummary:
+    recipient_id: int
+    address: str
+    original: str
+    status: RecipientStatus
+    attempts: int
+    next_attempt_at: float | None
+    last_reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessageSummary:
+    """What `postgate queue list|show` prints for one message."""
+
+    queue_id: str
+    sender: str
+    size: int
+    received_at: float
+    recipients: tuple[QueuedRecipientSummary, ...] = field(default=())
