@@ -1,0 +1,34 @@
+# Shared by scripts/serve.sh and scripts/test.sh: make .venv with postgate installed.
+# Sourced, not run.
+
+ensure_python() {
+  PY=${PYTHON:-python3}
+  if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "postgate needs Python 3.11 or newer (found: $("$PY" --version 2>&1))" >&2
+    exit 1
+  fi
+  if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+      echo "Python's venv module is missing: run 'sudo apt-get install python3-venv'" >&2
+      exit 1
+    fi
+  fi
+}
+
+# ensure_venv EXTRAS: create .venv if needed and install postgate[EXTRAS] into it,
+# again only when pyproject.toml changed since the last install.
+ensure_venv() {
+  local extras=$1
+  ensure_python
+  if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+  fi
+  local stamp=".venv/.postgate-installed-$extras"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e ".[$extras]"
+    touch "$stamp"
+  fi
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run the whole suite (lint, types, pytest).
+# As root (as in CI) it installs Debian's postfix, swaks, nsd and dig when missing;
+# otherwise it names what to install, and the tests that need them skip (in CI,
+# CI=true, a missing part fails instead).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_venv test,fast
+
+need=()
+command -v /usr/sbin/postfix >/dev/null || need+=(postfix)
+command -v swaks >/dev/null || need+=(swaks)
+command -v /usr/sbin/nsd >/dev/null || need+=(nsd)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${need[*]}"
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "missing for some tests: ${need[*]} (sudo apt-get install ${need[*]}); those tests skip" >&2
+  fi
+fi
+
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+.venv/bin/mypy
+exec .venv/bin/pytest -q -p no:cacheprovider "$@"

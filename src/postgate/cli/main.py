@@ -1,0 +1,83 @@
+"""cli.main — the `postgate` command: argument parsing and dispatch only.
+
+Each subcommand lives in its own module (cli/serve.py, cli/users.py, cli/queue.py);
+every handler returns an exit code and reports failures as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from postgate import __version__
+from postgate.cli import config_cmd, queue_cmd, serve, users_cmd
+from postgate.cli.common import CliError
+
+DEFAULT_CONFIG_LOCATIONS = (Path("postgate.toml"), Path("/etc/postgate/postgate.toml"))
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("POSTGATE_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in DEFAULT_CONFIG_LOCATIONS:
+        if candidate.exists():
+            return candidate
+    return DEFAULT_CONFIG_LOCATIONS[-1]
+
+
+EPILOG = """examples:
+  postgate init --dir ./var                 write a starter config, certificate and first user
+  postgate serve --config ./var/postgate.toml
+  postgate user add alice@example.com       (asks for the password)
+  postgate queue list --json
+  postgate qshape deferred
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postgate",
+        description="postgate: a mail server in one program.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"postgate {__version__}")
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="configuration file (default: $POSTGATE_CONFIG, ./postgate.toml, "
+        "/etc/postgate/postgate.toml)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    serve.register(commands)
+    config_cmd.register(commands)
+    users_cmd.register(commands)
+    queue_cmd.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.config_given = args.config is not None
+    if args.config is None:
+        args.config = default_config_path()
+    try:
+        code: int = args.handler(args)
+    except CliError as exc:
+        print(f"postgate: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

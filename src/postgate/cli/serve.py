@@ -1,0 +1,131 @@
+"""cli.serve — `postgate init` (a working starter setup) and `postgate serve`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from postgate.accounts import AccountError, UserStore, generate_password
+from postgate.cli.common import CliError, load
+from postgate.config import ConfigError, default_config_text, parse_config
+from postgate.logs import configure_logging
+from postgate.server.app import StartupError, run_server
+from postgate.server.tls import generate_self_signed
+
+
+def register(commands: Any) -> None:
+    init = commands.add_parser(
+        "init",
+        help="write a starter configuration, a self-signed certificate and a first user",
+        description="Create DIR/postgate.toml, DIR/tls/{fullchain,privkey}.pem and a first "
+        "user with a random password (shown once). Nothing is overwritten.",
+        epilog="example: postgate init --dir ./var --domain example.com --ports 2525,2587,2465",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("--dir", type=Path, default=Path("var"), help="where to put everything")
+    init.add_argument("--hostname", default=None, help="server name (default: this host's FQDN)")
+    init.add_argument("--domain", default="localhost", help="first local mail domain")
+    init.add_argument("--user", default="admin", help="local part of the first user")
+    init.add_argument(
+        "--ports", default="2525,2587,2465", help="MX,submission,submissions ports"
+    )
+    init.set_defaults(handler=run_init)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the mail server",
+        description="Run the listeners and the delivery scheduler until SIGTERM/SIGINT.",
+        epilog="example: postgate serve --config /etc/postgate/postgate.toml",
+    )
+    serve.set_defaults(handler=run_serve)
+
+
+def _parse_ports(text: str) -> tuple[int, int, int]:
+    try:
+        ports = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise CliError(f"--ports: expected three numbers like 2525,2587,2465, got {text!r}") from None
+    if len(ports) != 3 or not all(0 < port < 65536 for port in ports):
+        raise CliError(f"--ports: expected three ports 1-65535, got {text!r}")
+    return ports[0], ports[1], ports[2]
+
+
+def run_init(args: argparse.Namespace) -> int:
+    directory: Path = args.dir.resolve()
+    config_path: Path = args.config if args.config_given else directory / "postgate.toml"
+    if config_path.exists():
+        raise CliError(f"{config_path} exists already; remove it or choose another --dir")
+    hostname = args.hostname or socket.getfqdn() or "localhost"
+    ports = _parse_ports(args.ports)
+    tls_dir = directory / "tls"
+    cert_file, key_file = tls_dir / "fullchain.pem", tls_dir / "privkey.pem"
+    text = default_config_text(
+        hostname=hostname,
+        data_dir=directory / "data",
+        local_domains=[args.domain],
+        ports=ports,
+        cert_file=cert_file,
+        key_file=key_file,
+    )
+    try:
+        config = parse_config(text, source=str(config_path), base_dir=directory)
+    except ConfigError as exc:
+        raise CliError(f"cannot build a configuration from these options: {exc}") from None
+    directory.mkdir(parents=True, exist_ok=True)
+    if not cert_file.exists():
+        generate_self_signed(cert_file, key_file, hostname)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(text, encoding="utf-8")
+    address = f"{args.user}@{args.domain}"
+    password = generate_password()
+    users = UserStore.open(config.auth.user_db)
+    try:
+        users.add(address, password)
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        users.close()
+    mx, submission, submissions = ports
+    print(
+        f"""postgate is set up in {directory}
+  configuration  {config_path}
+  certificate    {cert_file} (self-signed; replace with Let's Encrypt files in production)
+  first user     {address}
+  password       {password}   (shown once; change with `postgate user passwd {address}`)
+
+Start it:       postgate serve --config {config_path}
+Send a message: swaks --server 127.0.0.1:{submission} --tls --auth-user {address} \\
+                  --auth-password '{password}' --from {address} --to {address}
+It lands in     {config.delivery.maildir_root}/{args.domain}/{args.user}/new/
+Ports: {mx} (MX, STARTTLS), {submission} (submission: STARTTLS + AUTH), \
+{submissions} (implicit TLS + AUTH)"""
+    )
+    return 0
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = load(args)
+    configure_logging(config.log.level, config.log.format, config.log.file)
+
+    def ready(addresses: list[tuple[str, str, int]]) -> None:
+        listing = ", ".join(f"{name} {address}:{port}" for name, address, port in addresses)
+        print(f"postgate: listening: {listing}", file=sys.stderr, flush=True)
+
+    _use_uvloop()
+    try:
+        asyncio.run(run_server(config, on_ready=ready))
+    except StartupError as exc:
+        raise CliError(f"cannot start: {exc}", exit_code=1) from None
+    return 0

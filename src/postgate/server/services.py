@@ -1,0 +1,61 @@
+"""server.services — the collaborators a session needs, built once per server start.
+
+DESCRIPTION
+    Passed to every session instead of module-level globals, so that tests can build
+    a server from real parts on loopback. Also keeps the connection counts that the
+    per-client and global connection limits are checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from postgate.accounts import UserStore
+from postgate.config import Config
+from postgate.queue.store import Store
+from postgate.routing import Router
+from postgate.server.tls import TlsContextHolder
+
+
+@dataclass
+class Services:
+    config: Config
+    store: Store
+    router: Router
+    users: UserStore
+    tls: TlsContextHolder | None
+    on_message_queued: Callable[[], None] = lambda: None
+    _per_client: Counter[str] = field(default_factory=Counter)
+    _total: int = 0
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def message_queued(self) -> None:
+        self.on_message_queued()
+
+    def connection_opened(self, client: str) -> str | None:
+        """Count a new connection; return a reason to refuse it, or None."""
+        limits = self.config.limits
+        if self._total >= limits.max_connections:
+            return "Too many connections, try again later"
+        if self._per_client[client] >= limits.max_connections_per_client:
+            return "Too many connections from your address, try again later"
+        self._total += 1
+        self._per_client[client] += 1
+        return None
+
+    def connection_closed(self, client: str) -> None:
+        self._total -= 1
+        self._per_client[client] -= 1
+        if self._per_client[client] == 0:
+            del self._per_client[client]
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def sessions(self) -> set[asyncio.Task[None]]:
+        return self._tasks

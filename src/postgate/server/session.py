@@ -1,0 +1,471 @@
+"""server.session — one SMTP connection: socket ⇄ smtp state machine ⇄ policy ⇄ queue.
+
+SYNOPSIS
+    protocol = SmtpSessionProtocol(services, listener)    # an asyncio.Protocol
+
+DESCRIPTION
+    The glue and nothing else: bytes from the socket go into ``smtp.ServerConnection``;
+    each event it yields is answered here, after asking routing/policy/the user store,
+    and the replies go back out in one write per pipelined group (RFC 2920). The
+    protocol rules themselves (sequencing, framing, limits) live in ``smtp/``.
+
+    Every rejection is logged with its reason, every accepted message with its queue
+    id. The reply 250 to the end of the message is sent only after the store said the
+    message is committed and synced (invariant 1).
+
+SECURITY
+    STARTTLS (RFC 3207 4.2): everything the client pipelined after the STARTTLS line is
+    discarded, and the session starts over after the handshake. Implicit TLS (RFC 8314)
+    handshakes before the banner. The banner carries no version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from postgate.accept.headers import (
+    add_missing_submission_headers,
+    prepend_trace,
+    protocol_keyword,
+    received_header,
+)
+from postgate.config import ListenerConfig, ListenerRole
+from postgate.queue.ids import new_queue_id
+from postgate.queue.model import Envelope, EnvelopeRecipient
+from postgate.queue.store import QueueError
+from postgate.routing import RecipientCheck
+from postgate.sasl import Challenge, Credentials, Failure, SaslError, make_mechanism
+from postgate.server.services import Services
+from postgate.smtp import events as ev
+from postgate.smtp.connection import NEED_DATA, ServerConnection, SmtpLimits
+from postgate.smtp.replies import Reply, build_ehlo_reply
+
+log = structlog.get_logger("postgate.smtpd")
+
+# Unprocessed input beyond this stops reading from the socket until we catch up, so a
+# client that pipelines faster than we answer cannot grow our memory without bound.
+_MAX_UNPROCESSED = 1 << 20
+
+
+@dataclass
+class _Transaction:
+    """What the current mail transaction collected (RFC 5321 3.3)."""
+
+    mail: ev.MailFrom | None = None
+    recipients: list[tuple[ev.RcptTo, tuple[str, ...]]] = field(default_factory=list)
+
+
+class SmtpSessionProtocol(asyncio.Protocol):
+    def __init__(self, services: Services, listener: ListenerConfig) -> None:
+        self.services = services
+        self.listener = listener
+        self.config = services.config  # fixed for the life of the session (invariant 7)
+        self.transport: asyncio.Transport | None = None
+        self.peer_address = ""
+        self.peer_port = 0
+        self.helo = ""
+        self.extended = False
+        self.tls_version: str | None = None
+        self.tls_cipher: str | None = None
+        self.user: str | None = None
+        self.txn = _Transaction()
+        self._data_ready = asyncio.Event()
+        self._closed = False
+        self._paused = False
+        self._unprocessed = 0
+        self._task: asyncio.Task[None] | None = None
+        limits = self.config.limits
+        self.conn = ServerConnection(
+            SmtpLimits(
+                max_message_size=limits.max_message_size,
+                max_recipients=limits.max_recipients,
+                max_bad_commands=limits.max_bad_commands,
+            ),
+            require_tls_for_auth=True,
+            require_auth_for_mail=listener.role is not ListenerRole.MX,
+            tls_active=False,
+        )
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer_address, self.peer_port = str(peer[0]), int(peer[1])
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self.services.track(self._task)
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        self._unprocessed += len(data)
+        if self._unprocessed > _MAX_UNPROCESSED and not self._paused and self.transport:
+            self._paused = True
+            self.transport.pause_reading()
+        self._data_ready.set()
+
+    def eof_received(self) -> bool | None:
+        self.conn.receive_data(b"")
+        self._data_ready.set()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._data_ready.set()
+
+    # -- the session ------------------------------------------------------------------
+
+    def _log(self, event: str, **fields: Any) -> None:
+        log.info(event, listener=self.listener.name, client=self.peer_address, **fields)
+
+    async def _run(self) -> None:
+        refusal = self.services.connection_opened(self.peer_address)
+        try:
+            if refusal is not None:
+                self._send_now(Reply(421, "4.7.0", refusal))
+                self._log("rejected", stage="connect", reply="421 4.7.0", reason=refusal)
+                return
+            if self.listener.role is ListenerRole.SUBMISSIONS and not await self._start_tls():
+                return
+            self._send_now(Reply(220, "", f"{self.config.hostname} ESMTP ready"))
+            self._log("connect", tls=self.tls_version)
+            await self._serve_commands()
+        except Exception:
+            log.exception("session crashed", listener=self.listener.name, client=self.peer_address)
+            with contextlib.suppress(Exception):
+                self._send_now(Reply(421, "4.3.0", "Local error, closing connection"))
+        finally:
+            if refusal is None:
+                self.services.connection_closed(self.peer_address)
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.close()
+
+    def _send_now(self, reply: Reply) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply.to_bytes())
+
+    def _flush(self) -> None:
+        out = self.conn.take_output()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    async def _wait_for_input(self) -> bool:
+        """Wait for more bytes; False on timeout or a closed connection."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        self._unprocessed = 0
+        timeout = (
+            self.config.limits.data_timeout
+            if self.conn.in_message_data
+            else self.config.limits.command_timeout
+        )
+        self._data_ready.clear()
+        try:
+            await asyncio.wait_for(self._data_ready.wait(), timeout)
+        except TimeoutError:
+            self._send_now(Reply(421, "4.4.2", f"{self.config.hostname} Timeout, closing"))
+            self._log("disconnect", reason="idle timeout", timeout=timeout)
+            return False
+        return not self._closed
+
+    async def _serve_commands(self) -> None:
+        while not self._closed:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                self._flush()
+                if self.conn.closed or not await self._wait_for_input():
+                    return
+                continue
+            keep_going = await self._answer(event)
+            if not keep_going:
+                self._flush()
+                return
+
+    async def _answer(self, event: object) -> bool:  # noqa: PLR0911, PLR0912
+        """Answer one event. False ends the session."""
+        match event:
+            case ev.Hello():
+                self._on_hello(event)
+            case ev.MailFrom():
+                self.txn = _Transaction(mail=event)
+                self.conn.respond(Reply(250, "2.1.0", "Ok"))
+            case ev.RcptTo():
+                self._on_rcpt(event)
+            case ev.DataRequested():
+                self.conn.respond(Reply(354, "", "End data with <CR><LF>.<CR><LF>"))
+            case ev.MessageReceived():
+                await self._on_message(event)
+            case ev.StartTlsRequested():
+                return await self._on_starttls()
+            case ev.AuthRequested():
+                await self._on_auth(event)
+            case ev.Reset():
+                self.txn = _Transaction()
+                self.conn.respond(Reply(250, "2.0.0", "Ok"))
+            case ev.Noop():
+                self.conn.respond(Reply(250, "2.0.0", "Ok"))
+            case ev.Verify():
+                # RFC 5321 3.5.3: 252 neither confirms nor denies; address harvesting gets nothing.
+                self.conn.respond(Reply(252, "2.5.0", "Cannot VRFY user, but will accept message"))
+            case ev.HelpRequested():
+                self.conn.respond(Reply(214, "2.0.0", "See RFC 5321"))
+            case ev.Quit():
+                self.conn.respond(Reply(221, "2.0.0", "Bye"))
+                return False
+            case ev.CommandRejected():
+                self._log(
+                    "rejected",
+                    stage=event.command or "command",
+                    reply=f"{event.reply.code} {event.reply.enhanced}".strip(),
+                    reason=event.reason,
+                )
+            case ev.ConnectionMustClose():
+                self._log(
+                    "disconnect",
+                    reply=f"{event.reply.code} {event.reply.enhanced}".strip(),
+                    reason=event.reason,
+                )
+                return False
+            case _:
+                raise AssertionError(f"unexpected SMTP event {event!r}")
+        return True
+
+    # -- stages -----------------------------------------------------------------------
+
+    def _on_hello(self, event: ev.Hello) -> None:
+        self.helo = event.hostname
+        self.extended = event.extended
+        self.txn = _Transaction()  # RFC 5321 4.1.4: HELO/EHLO resets the transaction
+        greeting = f"{self.config.hostname} Hello {event.hostname} [{self.peer_address}]"
+        if not event.extended:
+            self.conn.respond(Reply(250, "", greeting))
+            return
+        tls_active = self.conn.tls_active
+        self.conn.respond(
+            build_ehlo_reply(
+                self.config.hostname,
+                greeting,
+                max_size=self.config.limits.max_message_size,
+                starttls=not tls_active and self.services.tls is not None,
+                # RFC 4954 4 / RFC 8314: no AUTH over plaintext, on any listener.
+                auth_mechanisms=self.config.auth.mechanisms if tls_active and not self.user else (),
+            )
+        )
+
+    def _relay_allowed(self) -> bool:
+        if self.user is not None:
+            return True
+        try:
+            ip = ipaddress.ip_address(self.peer_address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.config.routing.trusted_networks)
+
+    def _on_rcpt(self, event: ev.RcptTo) -> None:
+        router = self.services.router
+        check = router.check_recipient(event.address, relay_allowed=self._relay_allowed())
+        if check is RecipientCheck.ACCEPT:
+            self.txn.recipients.append((event, router.expand(event.address)))
+            self.conn.respond(Reply(250, "2.1.5", "Ok"))
+            return
+        if check is RecipientCheck.UNKNOWN_USER:
+            reply = Reply(550, "5.1.1", f"<{event.address}>: Recipient address rejected: "
+                          "User unknown in local recipient table")
+            reason = "unknown local recipient"
+        else:
+            reply = Reply(554, "5.7.1", f"<{event.address}>: Relay access denied")
+            reason = "relay denied: client neither authenticated nor in trusted_networks"
+        self.conn.respond(reply)
+        self._log("rejected", stage="rcpt", recipient=event.address,
+                  sender=self.txn.mail.address if self.txn.mail else None,
+                  reply=f"{reply.code} {reply.enhanced}", reason=reason)
+
+    def _envelope(self, now: float) -> Envelope:
+        assert self.txn.mail is not None
+        mail = self.txn.mail
+        seen: set[str] = set()
+        recipients: list[EnvelopeRecipient] = []
+        for rcpt, targets in self.txn.recipients:
+            for target in targets:
+                key = target.lower()
+                if key in seen:
+                    continue  # one copy per final address, as Postfix's cleanup does
+                seen.add(key)
+                recipients.append(
+                    EnvelopeRecipient(target, rcpt.address, rcpt.notify, rcpt.orcpt)
+                )
+        return Envelope(
+            sender=mail.address,
+            recipients=tuple(recipients),
+            ret=mail.ret,
+            envid=mail.envid,
+            smtputf8=mail.smtputf8,
+            body_type=mail.body,
+            client_address=self.peer_address,
+            client_helo=self.helo,
+            authenticated_user=self.user,
+            received_at=now,
+        )
+
+    async def _on_message(self, event: ev.MessageReceived) -> None:
+        now = time.time()
+        envelope = self._envelope(now)
+        queue_id = new_queue_id()
+        single = envelope.recipients[0].original if len(self.txn.recipients) == 1 else None
+        message = event.message
+        if self.user is not None:
+            message = add_missing_submission_headers(
+                message, hostname=self.config.hostname, queue_id=queue_id, now=now
+            )
+        trace = received_header(
+            helo=self.helo,
+            client_address=self.peer_address,
+            client_hostname=None,
+            hostname=self.config.hostname,
+            protocol=protocol_keyword(
+                extended=self.extended,
+                tls=self.conn.tls_active,
+                authenticated=self.user is not None,
+                smtputf8=envelope.smtputf8,
+            ),
+            queue_id=queue_id,
+            recipient=single,
+            tls_version=self.tls_version,
+            tls_cipher=self.tls_cipher,
+            now=now,
+        )
+        message = prepend_trace(message, trace)
+        try:
+            await self.services.store.enqueue(envelope, message, queue_id=queue_id)
+        except QueueError as exc:
+            reply = Reply(451, "4.3.0", "Temporary queue failure, try again later")
+            self.conn.respond(reply)
+            self._log("rejected", stage="data", reply="451 4.3.0", reason=f"queue: {exc}",
+                      sender=envelope.sender)
+            self.txn = _Transaction()
+            return
+        self.conn.respond(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
+        self.services.message_queued()
+        self._log(
+            "accepted",
+            queue_id=queue_id,
+            sender=envelope.sender,
+            recipients=[r.address for r in envelope.recipients],
+            size=len(message),
+            user=self.user,
+            tls=self.tls_version,
+            bdat=event.via_bdat,
+        )
+        self.txn = _Transaction()
+
+    async def _start_tls(self) -> bool:
+        """Handshake on the current transport; False if it failed (logged, closed)."""
+        assert self.services.tls is not None and self.transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            new_transport = await loop.start_tls(
+                self.transport,
+                self,
+                self.services.tls.current(),
+                server_side=True,
+                ssl_handshake_timeout=30.0,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            self._log("tls failed", reason=f"{type(exc).__name__}: {exc}")
+            return False
+        if new_transport is None:
+            return False
+        self.transport = new_transport
+        ssl_object = new_transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.tls_version = ssl_object.version()
+            cipher = ssl_object.cipher()
+            self.tls_cipher = cipher[0] if cipher else None
+        # RFC 3207 4.2: forget everything known from before the handshake, including
+        # any plaintext the client pipelined after STARTTLS.
+        self.conn.tls_started()
+        self.helo = ""
+        self.extended = False
+        self.txn = _Transaction()
+        return True
+
+    async def _on_starttls(self) -> bool:
+        if self.services.tls is None:
+            self.conn.respond(Reply(454, "4.7.0", "TLS not available"))
+            return True
+        self.conn.respond(Reply(220, "2.0.0", "Ready to start TLS"))
+        self._flush()
+        ok = await self._start_tls()
+        if ok:
+            self._log("starttls", tls=self.tls_version, cipher=self.tls_cipher)
+        return ok
+
+    async def _on_auth(self, event: ev.AuthRequested) -> None:
+        mechanism_name = event.mechanism.upper()
+        if mechanism_name not in self.config.auth.mechanisms:
+            self.conn.respond(Reply(504, "5.5.4", "Unrecognized authentication type"))
+            self._log("rejected", stage="auth", reply="504 5.5.4",
+                      reason=f"mechanism {mechanism_name} not enabled")
+            return
+        try:
+            mechanism = make_mechanism(mechanism_name)
+        except SaslError:
+            self.conn.respond(Reply(504, "5.5.4", "Unrecognized authentication type"))
+            return
+        step = mechanism.start(event.initial_response)
+        while isinstance(step, Challenge):
+            self.conn.respond(Reply(334, "", base64.b64encode(step.data).decode("ascii")))
+            line = await self._next_auth_line()
+            if line is None:
+                return
+            step = mechanism.step(line)
+        if isinstance(step, Failure):
+            self.conn.respond(Reply(step.code, step.enhanced, step.text))
+            self._log("rejected", stage="auth", reply=f"{step.code} {step.enhanced}",
+                      reason=step.text, mechanism=mechanism_name)
+            return
+        assert isinstance(step, Credentials)
+        await self._verify_credentials(step, mechanism_name)
+
+    async def _next_auth_line(self) -> str | None:
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                self._flush()
+                if self.conn.closed or not await self._wait_for_input():
+                    return None
+                continue
+            if isinstance(event, ev.AuthLine):
+                return event.text
+            # The machine rejected the line itself (too long, NUL...): it answered already.
+            if isinstance(event, ev.CommandRejected):
+                self._log("rejected", stage="auth", reply=f"{event.reply.code}",
+                          reason=event.reason)
+                return None
+            raise AssertionError(f"unexpected event during AUTH: {event!r}")
+
+    async def _verify_credentials(self, credentials: Credentials, mechanism: str) -> None:
+        if credentials.authzid and credentials.authzid.lower() != credentials.authcid.lower():
+            self.conn.respond(Reply(535, "5.7.8", "Authentication credentials invalid"))
+            self._log("rejected", stage="auth", reply="535 5.7.8", user=credentials.authcid,
+                      reason=f"authzid {credentials.authzid!r} differs from authcid")
+            return
+        ok = await self.services.users.verify_async(credentials.authcid, credentials.password)
+        if not ok:
+            self.conn.respond(Reply(535, "5.7.8", "Authentication credentials invalid"))
+            self._log("rejected", stage="auth", reply="535 5.7.8", user=credentials.authcid,
+                      reason="bad credentials", mechanism=mechanism)
+            return
+        self.user = credentials.authcid.lower()
+        self.conn.respond(Reply(235, "2.7.0", "Authentication successful"))
+        self._log("authenticated", user=self.user, mechanism=mechanism)

@@ -1,0 +1,147 @@
+"""server.tls — TLS contexts for the listeners, reloaded when the files change.
+
+SYNOPSIS
+    holder = TlsContextHolder(cert_file, key_file, min_version="1.2")   # raises TlsError
+    context = holder.current()        # a fresh context after certbot renewed the files
+    generate_self_signed(cert_file, key_file, hostname)
+
+DESCRIPTION
+    Server contexts accept TLS 1.2 and 1.3 only (RFC 8996 deprecates 1.0/1.1); with
+    min_version "1.3" only TLS 1.3. For TLS 1.2 the cipher list is limited to AEAD
+    suites with forward secrecy (ECDHE + AES-GCM / ChaCha20-Poly1305). Certificate
+    files follow the Let's Encrypt layout (fullchain.pem + privkey.pem). Renewal
+    replaces the files; ``current()`` notices a changed mtime/size/inode (checked at
+    most once a second) and builds a new context, so established sessions keep theirs
+    and the next handshake serves the new certificate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+# TLS 1.2 suites: ECDHE key exchange (forward secrecy) with AEAD ciphers only.
+# TLS 1.3 suites are all AEAD with forward secrecy and are not affected by this string.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1:!SHA256:!SHA384"
+
+_CHECK_INTERVAL = 1.0
+
+
+class TlsError(Exception):
+    """A certificate or key that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class _FileStamp:
+    cert: tuple[int, int, int]
+    key: tuple[int, int, int]
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def build_server_context(cert_file: Path, key_file: Path, min_version: str = "1.2") -> ssl.SSLContext:
+    """A server context with our policy; raises TlsError naming the bad file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    context.set_ciphers(TLS12_CIPHERS)
+    # Renegotiation and compression are attack surface we never need.
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    for label, path in (("tls.cert_file", cert_file), ("tls.key_file", key_file)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise TlsError(f"{label}: {path}: {exc.strerror or exc}") from None
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except ssl.SSLError as exc:
+        raise TlsError(
+            f"tls.cert_file/tls.key_file: {cert_file} and {key_file} are not a usable "
+            f"certificate chain and matching private key ({exc.reason or exc})"
+        ) from None
+    return context
+
+
+class TlsContextHolder:
+    """Keeps the current server context and rebuilds it when the files change."""
+
+    def __init__(self, cert_file: Path, key_file: Path, min_version: str = "1.2") -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.min_version = min_version
+        self._context = build_server_context(cert_file, key_file, min_version)
+        self._stamp = self._read_stamp()
+        self._checked_at = time.monotonic()
+
+    def _read_stamp(self) -> _FileStamp | None:
+        try:
+            return _FileStamp(_stamp(self.cert_file), _stamp(self.key_file))
+        except OSError:
+            return None
+
+    def current(self) -> ssl.SSLContext:
+        now = time.monotonic()
+        if now - self._checked_at < _CHECK_INTERVAL:
+            return self._context
+        self._checked_at = now
+        stamp = self._read_stamp()
+        if stamp is not None and stamp != self._stamp:
+            try:
+                self._context = build_server_context(
+                    self.cert_file, self.key_file, self.min_version
+                )
+                self._stamp = stamp
+            except TlsError:
+                # A renewal caught half-written (new cert, old key) must not take the
+                # listener down: keep serving the old pair and look again next time.
+                pass
+        return self._context
+
+
+def generate_self_signed(cert_file: Path, key_file: Path, hostname: str) -> None:
+    """Write a self-signed ECDSA P-256 certificate for ``hostname`` (embedded default).
+
+    The key file is created 0600 before anything is written to it.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    alt_names: list[x509.GeneralName] = [x509.DNSName(hostname), x509.DNSName("localhost")]
+    alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key_bytes)
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
