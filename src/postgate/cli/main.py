@@ -60,7 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd.register(commands)
     users_cmd.register(commands)
     queue_cmd.register(commands)
+    _accept_config_everywhere(parser)
     return parser
+
+
+def _accept_config_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let `--config` also follow the subcommand (`postgate serve --config F`), as
+    systemd units and muscle memory write it; SUPPRESS keeps the top-level value
+    when the subcommand does not repeat it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if not any("--config" in a.option_strings for a in sub._actions):
+                    sub.add_argument(
+                        "--config", "-c", type=Path, default=argparse.SUPPRESS,
+                        help="configuration file (same as before the subcommand)",
+                    )
+                _accept_config_everywhere(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

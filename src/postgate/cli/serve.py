@@ -59,19 +59,23 @@ def run_init(args: argparse.Namespace) -> int:
     config_path: Path = args.config if args.config_given else directory / "postgate.toml"
     if config_path.exists():
         raise CliError(f"{config_path} exists already; remove it or choose another --dir")
-    hostname = args.hostname or socket.getfqdn() or "localhost"
+    hostname = args.hostname or socket.getfqdn()
+    if "." not in hostname:
+        # A bare container or host name is not a usable mail server name; "localhost"
+        # is, for a first local try. Production sets --hostname mail.example.com.
+        hostname = "localhost"
     ports = _parse_ports(args.ports)
     tls_dir = directory / "tls"
     cert_file, key_file = tls_dir / "fullchain.pem", tls_dir / "privkey.pem"
-    text = default_config_text(
-        hostname=hostname,
-        data_dir=directory / "data",
-        local_domains=[args.domain],
-        ports=ports,
-        cert_file=cert_file,
-        key_file=key_file,
-    )
     try:
+        text = default_config_text(
+            hostname=hostname,
+            data_dir=directory / "data",
+            local_domains=[args.domain],
+            ports=ports,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
         config = parse_config(text, source=str(config_path), base_dir=directory)
     except ConfigError as exc:
         raise CliError(f"cannot build a configuration from these options: {exc}") from None

@@ -53,8 +53,11 @@ class QueueError(Exception):
 
 
 class Store(Protocol):
-    async def enqueue(self, envelope: Envelope, message: bytes) -> str:
-        """Store durably; return the new queue id. Raises QueueError on failure."""
+    async def enqueue(
+        self, envelope: Envelope, message: bytes, *, queue_id: str | None = None
+    ) -> str:
+        """Store durably; return the queue id (``queue_id`` when the caller chose it,
+        e.g. to name it in the Received header). Raises QueueError on failure."""
         ...
 
     async def lease_due(

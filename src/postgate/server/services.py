@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from postgate.accounts import UserStore
 from postgate.config import Config
+from postgate.queue.ids import QueueIdGenerator
 from postgate.queue.store import Store
 from postgate.routing import Router
 from postgate.server.tls import TlsContextHolder
@@ -28,6 +29,7 @@ class Services:
     users: UserStore
     tls: TlsContextHolder | None
     on_message_queued: Callable[[], None] = lambda: None
+    queue_ids: QueueIdGenerator = field(default_factory=QueueIdGenerator)
     _per_client: Counter[str] = field(default_factory=Counter)
     _total: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)

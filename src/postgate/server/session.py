@@ -39,10 +39,10 @@ from postgate.accept.headers import (
     received_header,
 )
 from postgate.config import ListenerConfig, ListenerRole
-from postgate.queue.ids import new_queue_id
 from postgate.queue.model import Envelope, EnvelopeRecipient
 from postgate.queue.store import QueueError
-from postgate.routing import RecipientCheck
+from postgate.routing import RecipientCheck, RoutingError
+from postgate.accounts import AccountError, canonical_account_address
 from postgate.sasl import Challenge, Credentials, Failure, SaslError, make_mechanism
 from postgate.server.services import Services
 from postgate.smtp import events as ev
@@ -275,16 +275,32 @@ class SmtpSessionProtocol(asyncio.Protocol):
         router = self.services.router
         check = router.check_recipient(event.address, relay_allowed=self._relay_allowed())
         if check is RecipientCheck.ACCEPT:
-            self.txn.recipients.append((event, router.expand(event.address)))
+            try:
+                targets = router.expand(event.address)
+            except RoutingError as exc:
+                # An alias table too deep or too wide is the operator's problem to fix;
+                # the sender should try again later rather than get a bounce.
+                self._reject_rcpt(event, Reply(451, "4.3.0", "Temporary lookup failure"),
+                                  f"alias expansion: {exc}")
+                return
+            self.txn.recipients.append((event, targets))
             self.conn.respond(Reply(250, "2.1.5", "Ok"))
             return
         if check is RecipientCheck.UNKNOWN_USER:
             reply = Reply(550, "5.1.1", f"<{event.address}>: Recipient address rejected: "
                           "User unknown in local recipient table")
             reason = "unknown local recipient"
-        else:
+        elif check is RecipientCheck.RELAY_DENIED:
+            # 554 as Postfix's relay_domains_reject_code default; the enhanced code
+            # 5.7.1 (RFC 3463: delivery not authorized) is what clients key on.
             reply = Reply(554, "5.7.1", f"<{event.address}>: Relay access denied")
             reason = "relay denied: client neither authenticated nor in trusted_networks"
+        else:
+            reply = Reply(check.code, check.enhanced, f"<{event.address}>: {check.reason}")
+            reason = check.reason
+        self._reject_rcpt(event, reply, reason)
+
+    def _reject_rcpt(self, event: ev.RcptTo, reply: Reply, reason: str) -> None:
         self.conn.respond(reply)
         self._log("rejected", stage="rcpt", recipient=event.address,
                   sender=self.txn.mail.address if self.txn.mail else None,
@@ -320,7 +336,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
     async def _on_message(self, event: ev.MessageReceived) -> None:
         now = time.time()
         envelope = self._envelope(now)
-        queue_id = new_queue_id()
+        queue_id = self.services.queue_ids.new()
         single = envelope.recipients[0].original if len(self.txn.recipients) == 1 else None
         message = event.message
         if self.user is not None:
@@ -434,7 +450,13 @@ class SmtpSessionProtocol(asyncio.Protocol):
             self._log("rejected", stage="auth", reply=f"{step.code} {step.enhanced}",
                       reason=step.text, mechanism=mechanism_name)
             return
-        assert isinstance(step, Credentials)
+        if not isinstance(step, Credentials):
+            # Mechanisms that need stored secrets mid-exchange (SCRAM) are not enabled
+            # until they are wired here; refuse rather than guess.
+            self.conn.respond(Reply(504, "5.5.4", "Unrecognized authentication type"))
+            self._log("rejected", stage="auth", reply="504 5.5.4",
+                      reason=f"mechanism {mechanism_name} step {type(step).__name__} unsupported")
+            return
         await self._verify_credentials(step, mechanism_name)
 
     async def _next_auth_line(self) -> str | None:
@@ -466,6 +488,9 @@ class SmtpSessionProtocol(asyncio.Protocol):
             self._log("rejected", stage="auth", reply="535 5.7.8", user=credentials.authcid,
                       reason="bad credentials", mechanism=mechanism)
             return
-        self.user = credentials.authcid.lower()
+        try:
+            self.user = canonical_account_address(credentials.authcid)
+        except AccountError:
+            self.user = credentials.authcid.lower()
         self.conn.respond(Reply(235, "2.7.0", "Authentication successful"))
         self._log("authenticated", user=self.user, mechanism=mechanism)

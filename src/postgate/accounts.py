@@ -1,0 +1,326 @@
+"""accounts — the local user store: addresses and argon2id password hashes in SQLite.
+
+SYNOPSIS
+    users = UserStore.open(Path("/var/lib/postgate/users.db"))
+    users.add("Ann@Example.ORG", generate_password())   # Account("ann@example.org", ...)
+    users.exists("ann@example.org")                     # Router's mailbox_exists
+    await users.verify_async("ann@example.org", password)  # SMTP AUTH, off the event loop
+    users.close()
+
+DESCRIPTION
+    The Dovecot-SASL-like store behind AUTH and local delivery. Addresses are stored
+    canonical: local part and domain lower-cased, domain in IDNA A-label form. Local
+    parts are case-insensitive because that is what users expect and RFC 5321 2.4
+    leaves it to the owner of the domain, which we are.
+
+SECURITY
+    Only argon2id hashes (argon2-cffi PasswordHasher, library defaults) are stored,
+    never a password. The file is created mode 0600. A successful verify re-hashes
+    when the hasher's parameters changed. Verifying an unknown or disabled user costs
+    the same argon2 work as a known one (a dummy hash is checked), so response time
+    does not reveal which users exist.
+
+CONCURRENCY
+    The CLI and the server may open the same file at once: WAL mode, a busy timeout,
+    and one short statement per change. Within a process one connection is shared
+    under a lock; argon2 runs outside it. ``verify_async`` runs argon2 (~0.1-0.2 s of
+    CPU and 64 MiB) in this store's bounded thread pool, never on the event loop, and
+    the bound caps the memory a burst of AUTH attempts can take. ``exists`` is an
+    indexed read and fine to call on the event loop.
+
+DIAGNOSTICS
+    AccountError with a one-line message fit for the CLI ("user a@b exists").
+
+SEE ALSO
+    routing (canonicalisation, mailbox_exists), sasl (Credentials to verify)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from postgate.routing import RoutingError, canonical_domain
+
+# RFC 5321 4.5.3.1.1 and 4.5.3.1.3 (path of 256 octets minus the angle brackets).
+MAX_LOCAL_PART_OCTETS = 64
+MAX_ADDRESS_OCTETS = 254
+
+# No 0/O/o, 1/l/I: passwords from `postgate init` are read off a screen and typed.
+PASSWORD_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    address       TEXT PRIMARY KEY NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+
+
+class AccountError(Exception):
+    """An expected failure; the message is fit for a CLI line."""
+
+
+@dataclass(frozen=True)
+class Account:
+    address: str
+    created_at: float
+    disabled: bool = False
+
+
+def generate_password(length: int = 20) -> str:
+    """A random password without look-alike characters (~5.8 bits per character)."""
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+
+
+def canonical_account_address(address: str) -> str:
+    """Validate and canonicalise a user address; raises AccountError saying what is wrong."""
+    if address.count("@") != 1:
+        raise AccountError(f"address {address!r} must contain exactly one '@'")
+    local, domain = address.split("@")
+    if not local:
+        raise AccountError(f"address {address!r} has an empty local part")
+    if not domain:
+        raise AccountError(f"address {address!r} has an empty domain")
+    if any(c.isspace() or not c.isprintable() or c in '"\\' for c in local):
+        raise AccountError(f"address {address!r}: local part has spaces, quotes or controls")
+    if domain.startswith("["):
+        raise AccountError(f"address {address!r}: accounts need a domain name, not a literal")
+    try:
+        domain = canonical_domain(domain)
+    except RoutingError as exc:
+        raise AccountError(f"address {address!r}: {exc}") from exc
+    local = local.lower()
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART_OCTETS:
+        raise AccountError(f"address {address!r}: local part longer than 64 octets")
+    canonical = f"{local}@{domain}"
+    if len(canonical.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+        raise AccountError(f"address {address!r} longer than 254 octets")
+    return canonical
+
+
+class UserStore:
+    """Accounts in one SQLite file. Build with ``UserStore.open``."""
+
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        path: Path,
+        hasher: PasswordHasher,
+        clock: Callable[[], float],
+        max_parallel_verifications: int,
+    ) -> None:
+        self._db = connection
+        self._path = path
+        self._hasher = hasher
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._dummy_hash: str | None = None
+        self._max_parallel = max_parallel_verifications
+        self._executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        hasher: PasswordHasher | None = None,
+        clock: Callable[[], float] = time.time,
+        max_parallel_verifications: int | None = None,
+    ) -> UserStore:
+        """Open (creating if needed, mode 0600) the store at ``path``; the schema is created
+        idempotently. ``hasher`` defaults to argon2id with the library's parameters."""
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise AccountError(f"user database {path}: {exc.strerror}") from exc
+        else:
+            os.close(descriptor)
+        try:
+            connection = sqlite3.connect(
+                path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise AccountError(f"user database {path}: {exc}") from exc
+        try:
+            connection.execute("PRAGMA busy_timeout = 5000")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            connection.close()
+            raise AccountError(f"user database {path}: {exc}") from exc
+        parallel = max_parallel_verifications or max(1, min(4, os.cpu_count() or 1))
+        return cls(connection, path, hasher or PasswordHasher(), clock, parallel)
+
+    def __enter__(self) -> UserStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- changes --------------------------------------------------------------------------
+
+    def add(self, address: str, password: str) -> Account:
+        canonical = canonical_account_address(address)
+        password_hash = self._hash(password)  # before the lock: argon2 is slow
+        created_at = self._clock()
+        try:
+            self._execute(
+                "INSERT INTO accounts (address, password_hash, created_at) VALUES (?, ?, ?)",
+                (canonical, password_hash, created_at),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise AccountError(f"user {canonical} exists") from exc
+        return Account(canonical, created_at)
+
+    def set_password(self, address: str, password: str) -> None:
+        canonical = canonical_account_address(address)
+        password_hash = self._hash(password)
+        changed = self._execute(
+            "UPDATE accounts SET password_hash = ? WHERE address = ?", (password_hash, canonical)
+        )
+        if changed == 0:
+            raise AccountError(f"no user {canonical}")
+
+    def set_disabled(self, address: str, disabled: bool) -> None:
+        """A disabled user cannot authenticate; mail to its mailbox is still accepted."""
+        canonical = canonical_account_address(address)
+        changed = self._execute(
+            "UPDATE accounts SET disabled = ? WHERE address = ?", (int(disabled), canonical)
+        )
+        if changed == 0:
+            raise AccountError(f"no user {canonical}")
+
+    def delete(self, address: str) -> None:
+        canonical = canonical_account_address(address)
+        if self._execute("DELETE FROM accounts WHERE address = ?", (canonical,)) == 0:
+            raise AccountError(f"no user {canonical}")
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def list(self) -> list[Account]:
+        rows = self._fetch(
+            "SELECT address, created_at, disabled FROM accounts ORDER BY address", ()
+        )
+        return [Account(str(a), float(c), bool(d)) for a, c, d in rows]
+
+    def exists(self, address: str) -> bool:
+        """True for any account, disabled or not. Malformed addresses (as the Router may
+        pass, e.g. a quoted local part holding "@") simply do not exist."""
+        try:
+            canonical = canonical_account_address(address)
+        except AccountError:
+            return False
+        return bool(self._fetch("SELECT 1 FROM accounts WHERE address = ?", (canonical,)))
+
+    def verify(self, address: str, password: str) -> bool:
+        """Check a password with argon2id. Blocking (~0.1-0.2 s): use verify_async on the
+        event loop. Unknown and disabled users cost the same work and return False."""
+        try:
+            canonical: str | None = canonical_account_address(address)
+        except AccountError:
+            canonical = None
+        rows = (
+            self._fetch(
+                "SELECT password_hash, disabled FROM accounts WHERE address = ?", (canonical,)
+            )
+            if canonical is not None
+            else []
+        )
+        if not rows:
+            self._check(self._dummy(), password)
+            return False
+        stored_hash, disabled = str(rows[0][0]), bool(rows[0][1])
+        if not self._check(stored_hash, password) or disabled:
+            return False
+        if self._hasher.check_needs_rehash(stored_hash):
+            self._rehash(canonical or "", stored_hash, password)
+        return True
+
+    async def verify_async(self, address: str, password: str) -> bool:
+        """``verify`` in this store's bounded thread pool, so argon2 never blocks the loop."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._max_parallel, thread_name_prefix="postgate-argon2"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.verify, address, password)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        with self._lock:
+            self._db.close()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _hash(self, password: str) -> str:
+        if not password:
+            raise AccountError("password must not be empty")
+        return self._hasher.hash(password)
+
+    def _check(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def _dummy(self) -> str:
+        # Made lazily with this store's hasher, so its cost matches real hashes; a race
+        # computes it twice, which is harmless.
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(24))
+        return self._dummy_hash
+
+    def _rehash(self, canonical: str, old_hash: str, password: str) -> None:
+        new_hash = self._hasher.hash(password)
+        # A failed upgrade is ignored: the login itself succeeded and the next one retries.
+        with contextlib.suppress(AccountError):
+            # Conditional on the old hash so a concurrent set_password is never undone.
+            self._execute(
+                "UPDATE accounts SET password_hash = ? WHERE address = ? AND password_hash = ?",
+                (new_hash, canonical, old_hash),
+            )
+
+    def _execute(self, sql: str, parameters: tuple[object, ...]) -> int:
+        try:
+            with self._lock:
+                return self._db.execute(sql, parameters).rowcount
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise AccountError(f"user database {self._path}: {exc}") from exc
+
+    def _fetch(
+        self, sql: str, parameters: tuple[object, ...]
+    ) -> builtins.list[tuple[Any, ...]]:  # sqlite3 rows are untyped
+        try:
+            with self._lock:
+                return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise AccountError(f"user database {self._path}: {exc}") from exc
