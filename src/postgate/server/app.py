@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import structlog
 
 from postgate.accounts import UserStore
-from postgate.config import Config, ListenerConfig, ListenerRole
+from postgate.config import Config, ConfigError, ListenerConfig, ListenerRole, load_config
 from postgate.queue.scheduler import Scheduler
 from postgate.queue.sqlite import SqliteStore
 from postgate.routing import AliasTable, Router, RoutingError, load_alias_file
@@ -140,36 +140,44 @@ async def run_server(
         raise
     users = _open_users(config)
     store = await _open_store(config)
-    router = Router(
-        local_domains=config.routing.local_domains,
-        aliases=aliases,
-        catch_all=config.routing.catch_all,
-        postmaster=config.routing.postmaster,
-        mailbox_exists=users.exists,
+    loop = asyncio.get_running_loop()
+    scheduler_holder: list[Scheduler] = []
+    services = _build_services(
+        config, store, users, tls, aliases,
+        on_message_queued=lambda: scheduler_holder[0].wake() if scheduler_holder else None,
+        previous=None,
     )
+    # Sessions and the scheduler read the *current* services when they start work;
+    # SIGHUP swaps in a new one (invariant 7: a session keeps the config it began with).
+    current = [services]
     scheduler = Scheduler(
         store,
-        build_route_function(config, router, users),
+        lambda address: current[0].route(address),
         retry_schedule=config.queue.retry_schedule,
         max_lifetime=config.queue.max_lifetime,
         lease_seconds=config.queue.lease_seconds,
         concurrency=config.queue.delivery_concurrency,
         owner=f"{config.hostname}:{os.getpid()}",
     )
-    services = Services(
-        config=config, store=store, router=router, users=users, tls=tls,
-        on_message_queued=scheduler.wake,
-    )
-    loop = asyncio.get_running_loop()
+    scheduler_holder.append(scheduler)
     servers: list[asyncio.base_events.Server] = []
     stop = stop_event or asyncio.Event()
     for item in bound:
         for sock in item.sockets:
             server = await loop.create_server(
-                lambda listener=item.config: SmtpSessionProtocol(services, listener), sock=sock
+                lambda listener=item.config: SmtpSessionProtocol(current[0], listener), sock=sock
             )
             servers.append(server)
     scheduler_task = loop.create_task(scheduler.run())
+
+    def reload() -> None:
+        try:
+            current[0] = _reload(current[0], store, users)
+        except (StartupError, ConfigError) as exc:
+            log.error("reload failed, keeping the running configuration", reason=str(exc))
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, reload)
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
@@ -184,7 +192,7 @@ async def run_server(
         log.info("stopping")
         for server in servers:
             server.close()
-        sessions = list(services.sessions)
+        sessions = list(current[0].sessions)
         if sessions:
             await asyncio.wait(sessions, timeout=_SHUTDOWN_GRACE)
             for task in sessions:
@@ -195,7 +203,56 @@ async def run_server(
             await scheduler_task
         await store.close()
         users.close()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
         log.info("stopped")
+
+
+def _build_services(
+    config: Config,
+    store: SqliteStore,
+    users: UserStore,
+    tls: TlsContextHolder | None,
+    aliases: AliasTable,
+    *,
+    on_message_queued: Callable[[], None],
+    previous: Services | None,
+) -> Services:
+    try:
+        router = Router(
+            local_domains=config.routing.local_domains,
+            aliases=aliases,
+            catch_all=config.routing.catch_all,
+            postmaster=config.routing.postmaster,
+            mailbox_exists=users.exists,
+        )
+    except RoutingError as exc:
+        raise StartupError(f"routing: {exc}") from None
+    services = Services(
+        config=config, store=store, router=router, users=users, tls=tls,
+        on_message_queued=on_message_queued,
+        route=build_route_function(config, router, users),
+    )
+    if previous is not None:
+        services.queue_ids = previous.queue_ids
+        services.connections = previous.connections
+    return services
+
+
+def _reload(running: Services, store: SqliteStore, users: UserStore) -> Services:
+    """SIGHUP: re-read the config file, alias table and certificates."""
+    source = running.config.source
+    if source is None:
+        raise StartupError("the running configuration did not come from a file")
+    config = load_config(source)
+    if config.listeners != running.config.listeners:
+        log.warning("listener changes take effect only after a restart")
+    if config.queue != running.config.queue:
+        log.warning("queue settings take effect only after a restart")
+    services = _build_services(
+        config, store, users, _load_tls(config), _load_aliases(config),
+        on_message_queued=running.on_message_queued, previous=running,
+    )
+    log.info("reloaded", config=str(source))
+    return services

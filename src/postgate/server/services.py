@@ -15,10 +15,20 @@ from dataclasses import dataclass, field
 
 from postgate.accounts import UserStore
 from postgate.config import Config
+from postgate.delivery.base import Route
 from postgate.queue.ids import QueueIdGenerator
 from postgate.queue.store import Store
 from postgate.routing import Router
 from postgate.server.tls import TlsContextHolder
+
+
+@dataclass
+class ConnectionCounter:
+    """Open connections, in total and per client address; outlives config reloads."""
+
+    per_client: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 @dataclass
@@ -30,9 +40,8 @@ class Services:
     tls: TlsContextHolder | None
     on_message_queued: Callable[[], None] = lambda: None
     queue_ids: QueueIdGenerator = field(default_factory=QueueIdGenerator)
-    _per_client: Counter[str] = field(default_factory=Counter)
-    _total: int = 0
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    connections: ConnectionCounter = field(default_factory=ConnectionCounter)
+    route: Callable[[str], Route] | None = None
 
     def message_queued(self) -> None:
         self.on_message_queued()
@@ -40,24 +49,26 @@ class Services:
     def connection_opened(self, client: str) -> str | None:
         """Count a new connection; return a reason to refuse it, or None."""
         limits = self.config.limits
-        if self._total >= limits.max_connections:
+        counts = self.connections
+        if counts.total >= limits.max_connections:
             return "Too many connections, try again later"
-        if self._per_client[client] >= limits.max_connections_per_client:
+        if counts.per_client[client] >= limits.max_connections_per_client:
             return "Too many connections from your address, try again later"
-        self._total += 1
-        self._per_client[client] += 1
+        counts.total += 1
+        counts.per_client[client] += 1
         return None
 
     def connection_closed(self, client: str) -> None:
-        self._total -= 1
-        self._per_client[client] -= 1
-        if self._per_client[client] == 0:
-            del self._per_client[client]
+        counts = self.connections
+        counts.total -= 1
+        counts.per_client[client] -= 1
+        if counts.per_client[client] <= 0:
+            del counts.per_client[client]
 
     def track(self, task: asyncio.Task[None]) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.connections.tasks.add(task)
+        task.add_done_callback(self.connections.tasks.discard)
 
     @property
     def sessions(self) -> set[asyncio.Task[None]]:
-        return self._tasks
+        return self.connections.tasks
