@@ -147,6 +147,7 @@ file = "postgate.log"
         )
 
     def add_user(self, address: str, password: str) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         users = UserStore.open(self.data_dir / "users.db")
         try:
             users.add(address, password)

@@ -87,7 +87,7 @@ def test_sigkill_right_after_250_loses_nothing(tmp_path: Path) -> None:
     try:
         files = server.wait_for_delivery(BOB[0], timeout=30)
         assert len(files) == 1
-        assert files[0].read_bytes().endswith(b"\r\n" + original)
+        assert files[0].read_bytes().endswith(b"\n" + original.replace(b"\r\n", b"\n"))
         queue_id = reply.decode().rsplit(" ", 1)[-1]
         statuses = [row["status"] for row in server.status_rows(queue_id)]
         assert statuses[-1] == "delivered"

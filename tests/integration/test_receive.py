@@ -34,16 +34,22 @@ def raw_message(subject: str, body: str = "Hello there.\r\n") -> bytes:
     ).encode()
 
 
+def as_stored(message: bytes) -> bytes:
+    """Maildir files use Unix line ends, as Postfix's local(8) and Dovecot write them."""
+    return message.replace(b"\r\n", b"\n")
+
+
 def split_delivered(path_bytes: bytes) -> tuple[list[bytes], bytes]:
     """Our delivery headers (Return-Path, Delivered-To, Received) and the rest."""
-    lines = path_bytes.split(b"\r\n")
+    assert b"\r\n" not in path_bytes
+    lines = path_bytes.split(b"\n")
     assert lines[0].startswith(b"Return-Path: <")
     assert lines[1].startswith(b"Delivered-To: ")
     assert lines[2].startswith(b"Received: from ")
     index = 3
     while lines[index].startswith(b"\t"):
         index += 1
-    return lines[:index], b"\r\n".join(lines[index:])
+    return lines[:index], b"\n".join(lines[index:])
 
 
 def queue_id_of(reply: bytes) -> str:
@@ -57,7 +63,7 @@ def assert_delivered_exactly(server: ServerProcess, address: str, original: byte
     assert len(files) == 1
     content = files[0].read_bytes()
     ours, rest = split_delivered(content)
-    assert rest == original
+    assert rest == as_stored(original)
     assert ours[1] == f"Delivered-To: {address}".encode()
     return content
 
@@ -83,7 +89,8 @@ def test_smtplib_submission_starttls_auth(server: ServerProcess, mechanism: str)
     content = assert_delivered_exactly(server, BOB[0], original)
     assert f"with ESMTPSA id {queue_id}".encode() in content
     assert b"Return-Path: <alice@example.test>" in content
-    server.wait_for_log(event="delivered", queue_id=queue_id)
+    record = server.wait_for_log(event="delivery", queue_id=queue_id)
+    assert (record["status"], record["to"], record["relay"]) == ("delivered", BOB[0], "maildir")
     rows = server.status_rows(queue_id)
     assert [row["status"] for row in rows] == ["delivered"]
     assert rows[0]["address"] == BOB[0]
@@ -110,10 +117,9 @@ def test_submission_adds_message_id_and_date_when_missing(server: ServerProcess)
         client.login(*ALICE)
         client.sendmail(ALICE[0], [BOB[0]], bare)
     content = server.wait_for_delivery(BOB[0])[0].read_bytes()
-    assert re.search(rb"\r\nMessage-ID: <[0-9A-Z]+\.[0-9a-f]+@mx\.example\.test>\r\n", content)
-    assert re.search(rb"\r\nDate: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} ", content)
-    assert content.endswith(b"Subject: bare\r\n" + content.split(b"Subject: bare\r\n")[1])
-    assert content.endswith(b"\r\n\r\nbody\r\n")
+    assert re.search(rb"\nMessage-ID: <[0-9A-Z]+\.[0-9a-f]+@mx\.example\.test>\n", content)
+    assert re.search(rb"\nDate: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} ", content)
+    assert content.endswith(b"\n\nbody\n")
 
 
 def test_mx_port_accepts_local_mail_without_auth(server: ServerProcess) -> None:
@@ -185,7 +191,7 @@ def test_swaks_submission_and_implicit_tls(server: ServerProcess) -> None:
         assert b"250 2.0.0 Ok: queued as" in result.stdout
     files = server.wait_for_delivery(BOB[0], count=2)
     subjects = sorted(
-        line for f in files for line in f.read_bytes().split(b"\r\n")
+        line for f in files for line in f.read_bytes().split(b"\n")
         if line.startswith(b"Subject: ")
     )
     assert subjects == [b"Subject: via swaks submission", b"Subject: via swaks submissions"]

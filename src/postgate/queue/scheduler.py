@@ -290,7 +290,10 @@ class Scheduler:
             to=leased.address,
             status=result.status.value,
             relay=result.remote_host,
+            address=result.remote_address or None,
+            tls=result.tls_version or None,
             attempt=leased.attempts + 1,
+            delay=round(self._clock() - leased.first_queued_at, 3),
             reply=result.reply,
         )
         if self._on_outcome is not None:

@@ -21,6 +21,7 @@ import errno
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from postgate.routing import AliasTable, Router, RoutingError, load_alias_file
 from postgate.server.routes import build_route_function
 from postgate.server.services import Services
 from postgate.server.session import SmtpSessionProtocol
-from postgate.server.tls import TlsContextHolder, TlsError
+from postgate.server.tls import TlsContextHolder, TlsError, switching_context
 
 log = structlog.get_logger("postgate.server")
 
@@ -163,9 +164,14 @@ async def run_server(
     servers: list[asyncio.base_events.Server] = []
     stop = stop_event or asyncio.Event()
     for item in bound:
+        implicit_tls = item.config.role is ListenerRole.SUBMISSIONS
         for sock in item.sockets:
             server = await loop.create_server(
-                lambda listener=item.config: SmtpSessionProtocol(current[0], listener), sock=sock
+                lambda listener=item.config: SmtpSessionProtocol(current[0], listener),
+                sock=sock,
+                # RFC 8314: the handshake comes first; connection_made runs after it.
+                ssl=_implicit_tls_context(current) if implicit_tls else None,
+                ssl_handshake_timeout=30.0 if implicit_tls else None,
             )
             servers.append(server)
     scheduler_task = loop.create_task(scheduler.run())
@@ -207,6 +213,15 @@ async def run_server(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
         log.info("stopped")
+
+
+def _implicit_tls_context(current: list[Services]) -> ssl.SSLContext:
+    def context() -> ssl.SSLContext:
+        tls = current[0].tls
+        assert tls is not None  # _load_tls refuses a submissions listener without [tls]
+        return tls.current()
+
+    return switching_context(context)
 
 
 def _build_services(

@@ -28,7 +28,7 @@ import ipaddress
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -47,6 +47,7 @@ from postgate.sasl import Challenge, Credentials, Failure, SaslError, make_mecha
 from postgate.server.services import Services
 from postgate.smtp import events as ev
 from postgate.smtp.connection import NEED_DATA, ServerConnection, SmtpLimits
+from postgate.smtp.state import SmtpState
 from postgate.smtp.replies import Reply, build_ehlo_reply
 
 log = structlog.get_logger("postgate.smtpd")
@@ -92,14 +93,15 @@ class SmtpSessionProtocol(asyncio.Protocol):
             ),
             require_tls_for_auth=True,
             require_auth_for_mail=listener.role is not ListenerRole.MX,
-            tls_active=False,
+            # RFC 8314 3: on the implicit-TLS port the session is encrypted from the start.
+            tls_active=listener.role is ListenerRole.SUBMISSIONS,
         )
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer_address, self.peer_port = str(peer[0]), int(peer[1])
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -134,8 +136,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
                 self._send_now(Reply(421, "4.7.0", refusal))
                 self._log("rejected", stage="connect", reply="421 4.7.0", reason=refusal)
                 return
-            if self.listener.role is ListenerRole.SUBMISSIONS and not await self._start_tls():
-                return
+            self._note_tls(self.transport)
             self._send_now(Reply(220, "", f"{self.config.hostname} ESMTP ready"))
             self._log("connect", tls=self.tls_version)
             await self._serve_commands()
@@ -166,7 +167,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
         self._unprocessed = 0
         timeout = (
             self.config.limits.data_timeout
-            if self.conn.in_message_data
+            if self.conn.state in (SmtpState.DATA, SmtpState.BDAT)
             else self.config.limits.command_timeout
         )
         self._data_ready.clear()
@@ -183,7 +184,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
             event = self.conn.next_event()
             if event is NEED_DATA:
                 self._flush()
-                if self.conn.closed or not await self._wait_for_input():
+                if self.conn.state is SmtpState.CLOSED or not await self._wait_for_input():
                     return
                 continue
             keep_going = await self._answer(event)
@@ -229,6 +230,8 @@ class SmtpSessionProtocol(asyncio.Protocol):
                     reply=f"{event.reply.code} {event.reply.enhanced}".strip(),
                     reason=event.reason,
                 )
+            case ev.ConnectionClosed():
+                return False
             case ev.ConnectionMustClose():
                 self._log(
                     "disconnect",
@@ -246,7 +249,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
         self.helo = event.hostname
         self.extended = event.extended
         self.txn = _Transaction()  # RFC 5321 4.1.4: HELO/EHLO resets the transaction
-        greeting = f"{self.config.hostname} Hello {event.hostname} [{self.peer_address}]"
+        greeting = f"Hello {event.hostname} [{self.peer_address}]"
         if not event.extended:
             self.conn.respond(Reply(250, "", greeting))
             return
@@ -384,8 +387,8 @@ class SmtpSessionProtocol(asyncio.Protocol):
         )
         self.txn = _Transaction()
 
-    async def _start_tls(self) -> bool:
-        """Handshake on the current transport; False if it failed (logged, closed)."""
+    async def _handshake(self) -> bool:
+        """TLS handshake on the current transport; False if it failed (logged)."""
         assert self.services.tls is not None and self.transport is not None
         loop = asyncio.get_running_loop()
         try:
@@ -399,21 +402,18 @@ class SmtpSessionProtocol(asyncio.Protocol):
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             self._log("tls failed", reason=f"{type(exc).__name__}: {exc}")
             return False
-        if new_transport is None:
+        if new_transport is None or new_transport.is_closing():
             return False
         self.transport = new_transport
-        ssl_object = new_transport.get_extra_info("ssl_object")
+        self._note_tls(new_transport)
+        return self.tls_version is not None
+
+    def _note_tls(self, transport: asyncio.BaseTransport | None) -> None:
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if ssl_object is not None:
             self.tls_version = ssl_object.version()
             cipher = ssl_object.cipher()
             self.tls_cipher = cipher[0] if cipher else None
-        # RFC 3207 4.2: forget everything known from before the handshake, including
-        # any plaintext the client pipelined after STARTTLS.
-        self.conn.tls_started()
-        self.helo = ""
-        self.extended = False
-        self.txn = _Transaction()
-        return True
 
     async def _on_starttls(self) -> bool:
         if self.services.tls is None:
@@ -421,10 +421,16 @@ class SmtpSessionProtocol(asyncio.Protocol):
             return True
         self.conn.respond(Reply(220, "2.0.0", "Ready to start TLS"))
         self._flush()
-        ok = await self._start_tls()
-        if ok:
-            self._log("starttls", tls=self.tls_version, cipher=self.tls_cipher)
-        return ok
+        if not await self._handshake():
+            return False
+        # RFC 3207 4.2: forget everything known from before the handshake, including
+        # any plaintext the client pipelined after STARTTLS.
+        self.conn.tls_started()
+        self.helo = ""
+        self.extended = False
+        self.txn = _Transaction()
+        self._log("starttls", tls=self.tls_version, cipher=self.tls_cipher)
+        return True
 
     async def _on_auth(self, event: ev.AuthRequested) -> None:
         mechanism_name = event.mechanism.upper()
@@ -464,11 +470,13 @@ class SmtpSessionProtocol(asyncio.Protocol):
             event = self.conn.next_event()
             if event is NEED_DATA:
                 self._flush()
-                if self.conn.closed or not await self._wait_for_input():
+                if self.conn.state is SmtpState.CLOSED or not await self._wait_for_input():
                     return None
                 continue
             if isinstance(event, ev.AuthLine):
                 return event.text
+            if isinstance(event, ev.ConnectionClosed | ev.ConnectionMustClose):
+                return None
             # The machine rejected the line itself (too long, NUL...): it answered already.
             if isinstance(event, ev.CommandRejected):
                 self._log("rejected", stage="auth", reply=f"{event.reply.code}",
@@ -492,5 +500,6 @@ class SmtpSessionProtocol(asyncio.Protocol):
             self.user = canonical_account_address(credentials.authcid)
         except AccountError:
             self.user = credentials.authcid.lower()
+        self.conn.authenticated(self.user)
         self.conn.respond(Reply(235, "2.7.0", "Authentication successful"))
         self._log("authenticated", user=self.user, mechanism=mechanism)

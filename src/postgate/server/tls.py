@@ -23,6 +23,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -112,6 +113,24 @@ class TlsContextHolder:
                 # listener down: keep serving the old pair and look again next time.
                 pass
         return self._context
+
+
+def switching_context(current: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """A context for an implicit-TLS listener that hands every handshake to
+    ``current()``: asyncio fixes a listener's context when it starts serving, so
+    renewed certificates reach new connections through the SNI callback, which
+    OpenSSL calls for every ClientHello (with or without SNI) before it picks the
+    certificate."""
+    base = current()
+    switcher = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    switcher.minimum_version = base.minimum_version
+    switcher.set_ciphers(TLS12_CIPHERS)
+
+    def choose(ssl_object: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: object) -> None:
+        ssl_object.context = current()
+
+    switcher.sni_callback = choose  # type: ignore[assignment]
+    return switcher
 
 
 def generate_self_signed(cert_file: Path, key_file: Path, hostname: str) -> None:
