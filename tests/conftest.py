@@ -17,7 +17,9 @@ BOB = ("bob@example.test", "bob-secret-pw")
 
 def require_tool(name: str, package: str) -> str:
     """The tool's path; in CI a missing tool fails the test, elsewhere it skips."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
     if path:
         return path
     message = f"{name} is missing: apt-get install {package}"

@@ -231,9 +231,7 @@ file = "postgate.log"
         db.row_factory = sqlite3.Row
         try:
             return list(
-                db.execute(
-                    "SELECT * FROM status_log WHERE queue_id = ? ORDER BY id", (queue_id,)
-                )
+                db.execute("SELECT * FROM status_log WHERE queue_id = ? ORDER BY id", (queue_id,))
             )
         finally:
             db.close()

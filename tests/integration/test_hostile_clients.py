@@ -9,7 +9,6 @@ import ssl
 import time
 
 import pytest
-
 from tests.conftest import BOB
 from tests.server_process import ServerProcess
 
@@ -90,7 +89,9 @@ def test_garbage_never_kills_the_server(server: ServerProcess) -> None:
         b"EHLO x\r\nMAIL FROM:<a@b> SIZE=abc\r\nRCPT TO:<@@@>\r\n",
         b"\r\n" * 1000,
     ]
-    payloads += [bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 3000))) for _ in range(20)]
+    payloads += [
+        bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 3000))) for _ in range(20)
+    ]
     for payload in payloads:
         converse(server.ports[rng.choice(["mx", "submission"])], payload, read_for=0.3)
         assert server.process is not None and server.process.poll() is None

@@ -6,10 +6,8 @@ import re
 import smtplib
 import ssl
 import subprocess
-from email.message import EmailMessage
 
 import pytest
-
 from tests.conftest import ALICE, BOB, require_tool
 from tests.server_process import ServerProcess
 
@@ -128,8 +126,15 @@ def test_mx_port_accepts_local_mail_without_auth(server: ServerProcess) -> None:
         client.ehlo("sender.example.org")
         assert client.has_extn("starttls")
         assert not client.has_extn("auth")
-        for keyword in ("pipelining", "size", "8bitmime", "smtputf8", "enhancedstatuscodes",
-                        "chunking", "dsn"):
+        for keyword in (
+            "pipelining",
+            "size",
+            "8bitmime",
+            "smtputf8",
+            "enhancedstatuscodes",
+            "chunking",
+            "dsn",
+        ):
             assert client.has_extn(keyword), keyword
         client.sendmail("someone@example.org", [BOB[0]], original)
     content = assert_delivered_exactly(server, BOB[0], original)
@@ -181,17 +186,36 @@ def test_swaks_submission_and_implicit_tls(server: ServerProcess) -> None:
     swaks = require_tool("swaks", "swaks")
     for port_name, tls_flag in (("submission", "--tls"), ("submissions", "--tlsc")):
         result = subprocess.run(
-            [swaks, "--server", f"127.0.0.1:{server.ports[port_name]}", tls_flag,
-             "--auth", "PLAIN", "--auth-user", ALICE[0], "--auth-password", ALICE[1],
-             "--from", ALICE[0], "--to", BOB[0], "--helo", "swaks.example",
-             "--header", f"Subject: via swaks {port_name}", "--body", "swaks body"],
-            capture_output=True, timeout=60, check=False,
+            [
+                swaks,
+                "--server",
+                f"127.0.0.1:{server.ports[port_name]}",
+                tls_flag,
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                ALICE[0],
+                "--auth-password",
+                ALICE[1],
+                "--from",
+                ALICE[0],
+                "--to",
+                BOB[0],
+                "--helo",
+                "swaks.example",
+                "--header",
+                f"Subject: via swaks {port_name}",
+                "--body",
+                "swaks body",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
         assert b"250 2.0.0 Ok: queued as" in result.stdout
     files = server.wait_for_delivery(BOB[0], count=2)
     subjects = sorted(
-        line for f in files for line in f.read_bytes().split(b"\n")
-        if line.startswith(b"Subject: ")
+        line for f in files for line in f.read_bytes().split(b"\n") if line.startswith(b"Subject: ")
     )
     assert subjects == [b"Subject: via swaks submission", b"Subject: via swaks submissions"]

@@ -73,7 +73,10 @@ def _accept_config_everywhere(parser: argparse.ArgumentParser) -> None:
             for sub in action.choices.values():
                 if not any("--config" in a.option_strings for a in sub._actions):
                     sub.add_argument(
-                        "--config", "-c", type=Path, default=argparse.SUPPRESS,
+                        "--config",
+                        "-c",
+                        type=Path,
+                        default=argparse.SUPPRESS,
                         help="configuration file (same as before the subcommand)",
                     )
                 _accept_config_everywhere(sub)

@@ -39,12 +39,15 @@ def register(commands: Any) -> None:
     )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     which = listing.add_mutually_exclusive_group()
-    which.add_argument("--deferred", action="store_true", help="only messages with deferred recipients")
+    which.add_argument(
+        "--deferred", action="store_true", help="only messages with deferred recipients"
+    )
     which.add_argument("--held", action="store_true", help="only messages on hold")
     listing.set_defaults(handler=run_list)
 
     show = actions.add_parser(
-        "show", help="one message: envelope, recipients, status log",
+        "show",
+        help="one message: envelope, recipients, status log",
         epilog="example: postgate queue show 01JD3K7QZP4XM0A2 --json",
     )
     show.add_argument("queue_id")
@@ -60,9 +63,10 @@ def register(commands: Any) -> None:
         ("delete", "delete mail from the queue (no bounce is sent)"),
     ):
         action = actions.add_parser(
-            name, help=help_text,
+            name,
+            help=help_text,
             epilog=f"examples: postgate queue {name} 01JD3K7QZP4XM0A2\n"
-                   f"          postgate queue {name} --domain example.com",
+            f"          postgate queue {name} --domain example.com",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         action.add_argument("queue_ids", nargs="*", metavar="QUEUE_ID")
@@ -73,7 +77,8 @@ def register(commands: Any) -> None:
         action.set_defaults(handler=run_action, action_name=name)
 
     qshape = commands.add_parser(
-        "qshape", help="recipient domains by age (like Postfix's qshape)",
+        "qshape",
+        help="recipient domains by age (like Postfix's qshape)",
         epilog="examples: postgate qshape\n          postgate qshape deferred --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -107,11 +112,16 @@ def _message_json(message: QueuedMessageSummary) -> dict[str, Any]:
 
 
 def _print_message_line(message: QueuedMessageSummary) -> None:
-    print(f"{message.queue_id}  {message.size:>9}  {format_time(message.received_at)}  "
-          f"<{message.sender}>")
+    print(
+        f"{message.queue_id}  {message.size:>9}  {format_time(message.received_at)}  "
+        f"<{message.sender}>"
+    )
     for recipient in message.recipients:
-        due = (f" next {format_time(recipient.next_attempt_at)}"
-               if recipient.status in (RecipientStatus.QUEUED, RecipientStatus.DEFERRED) else "")
+        due = (
+            f" next {format_time(recipient.next_attempt_at)}"
+            if recipient.status in (RecipientStatus.QUEUED, RecipientStatus.DEFERRED)
+            else ""
+        )
         print(f"    {recipient.address}  [{recipient.status}] attempts {recipient.attempts}{due}")
         if recipient.last_reply:
             print(f"        ({recipient.last_reply})")
@@ -145,13 +155,15 @@ def run_show(args: argparse.Namespace) -> int:
             raise CliError(f"no message {args.queue_id} in the queue or its status log")
         body = await store.load_message(args.queue_id) if (message and args.message) else None
         if args.json:
-            print_json({
-                "message": _message_json(message) if message else None,
-                "status_log": [
-                    {**dataclasses.asdict(entry), "status": str(entry.status)} for entry in log
-                ],
-                **({"content": body.decode("utf-8", "replace")} if body is not None else {}),
-            })
+            print_json(
+                {
+                    "message": _message_json(message) if message else None,
+                    "status_log": [
+                        {**dataclasses.asdict(entry), "status": str(entry.status)} for entry in log
+                    ],
+                    **({"content": body.decode("utf-8", "replace")} if body is not None else {}),
+                }
+            )
             return 0
         if message is not None:
             _print_message_line(message)
@@ -159,8 +171,10 @@ def run_show(args: argparse.Namespace) -> int:
             print(f"{args.queue_id}: no longer queued (every recipient is final)")
         print("status log:")
         for entry in log:
-            print(f"  {format_time(entry.logged_at)}  {entry.address}  {entry.status}  "
-                  f"attempt {entry.attempt}  {entry.remote_host or '-'}  {entry.reply}")
+            print(
+                f"  {format_time(entry.logged_at)}  {entry.address}  {entry.status}  "
+                f"attempt {entry.attempt}  {entry.remote_host or '-'}  {entry.reply}"
+            )
         if body is not None:
             sys.stdout.write(body.decode("utf-8", "replace"))
         return 0
@@ -173,8 +187,7 @@ def _selectors(args: argparse.Namespace) -> list[Selector]:
         if args.queue_ids or args.sender is not None or args.recipient or args.domain:
             raise CliError("--all cannot be combined with other selections")
         return [Selector.everything()]
-    common = {"sender": args.sender, "recipient": args.recipient,
-              "recipient_domain": args.domain}
+    common = {"sender": args.sender, "recipient": args.recipient, "recipient_domain": args.domain}
     if args.queue_ids:
         return [Selector(queue_id=queue_id, **common) for queue_id in args.queue_ids]
     selector = Selector(**common)
@@ -223,8 +236,11 @@ def run_qshape(args: argparse.Namespace) -> int:
     async def work(store: SqliteStore) -> int:
         messages = await store.list_messages()
         shape = build_qshape(
-            messages, time.time(), statuses=QSHAPE_QUEUES[args.queue],
-            top=args.top, by_sender=args.senders,
+            messages,
+            time.time(),
+            statuses=QSHAPE_QUEUES[args.queue],
+            top=args.top,
+            by_sender=args.senders,
         )
         print(shape.to_json() if args.json else shape.format_text())
         return 0

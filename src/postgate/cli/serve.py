@@ -30,9 +30,7 @@ def register(commands: Any) -> None:
     init.add_argument("--hostname", default=None, help="server name (default: this host's FQDN)")
     init.add_argument("--domain", default="localhost", help="first local mail domain")
     init.add_argument("--user", default="admin", help="local part of the first user")
-    init.add_argument(
-        "--ports", default="2525,2587,2465", help="MX,submission,submissions ports"
-    )
+    init.add_argument("--ports", default="2525,2587,2465", help="MX,submission,submissions ports")
     init.set_defaults(handler=run_init)
 
     serve = commands.add_parser(
@@ -48,7 +46,9 @@ def _parse_ports(text: str) -> tuple[int, int, int]:
     try:
         ports = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise CliError(f"--ports: expected three numbers like 2525,2587,2465, got {text!r}") from None
+        raise CliError(
+            f"--ports: expected three numbers like 2525,2587,2465, got {text!r}"
+        ) from None
     if len(ports) != 3 or not all(0 < port < 65536 for port in ports):
         raise CliError(f"--ports: expected three ports 1-65535, got {text!r}")
     return ports[0], ports[1], ports[2]

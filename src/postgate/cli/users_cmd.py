@@ -38,7 +38,9 @@ def register(commands: Any) -> None:
     )
     delete.add_argument("address")
     delete.set_defaults(handler=run_del)
-    listing = actions.add_parser("list", help="list users", epilog="example: postgate user list --json")
+    listing = actions.add_parser(
+        "list", help="list users", epilog="example: postgate user list --json"
+    )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=run_list)
 

@@ -61,7 +61,9 @@ async def run_checks(checks: Sequence[tuple[str, Check]], *, timeout: float) -> 
             verdict = await asyncio.wait_for(check(), timeout)
         except Exception as exc:  # includes TimeoutError
             return Verdict.tempfail(
-                451, "4.3.0", "Temporary local problem, try again later",
+                451,
+                "4.3.0",
+                "Temporary local problem, try again later",
                 reason=f"check {name} failed: {type(exc).__name__}: {exc}",
             )
         if verdict.action is not Action.CONTINUE:

@@ -29,6 +29,7 @@ import structlog
 
 from postgate.accounts import UserStore
 from postgate.config import Config, ConfigError, ListenerConfig, ListenerRole, load_config
+from postgate.delivery.base import Route
 from postgate.queue.scheduler import Scheduler
 from postgate.queue.sqlite import SqliteStore
 from postgate.routing import AliasTable, Router, RoutingError, load_alias_file
@@ -144,7 +145,11 @@ async def run_server(
     loop = asyncio.get_running_loop()
     scheduler_holder: list[Scheduler] = []
     services = _build_services(
-        config, store, users, tls, aliases,
+        config,
+        store,
+        users,
+        tls,
+        aliases,
         on_message_queued=lambda: scheduler_holder[0].wake() if scheduler_holder else None,
         previous=None,
     )
@@ -153,7 +158,7 @@ async def run_server(
     current = [services]
     scheduler = Scheduler(
         store,
-        lambda address: current[0].route(address),
+        lambda address: _route(current[0], address),
         retry_schedule=config.queue.retry_schedule,
         max_lifetime=config.queue.max_lifetime,
         lease_seconds=config.queue.lease_seconds,
@@ -215,6 +220,11 @@ async def run_server(
         log.info("stopped")
 
 
+def _route(services: Services, address: str) -> Route:
+    assert services.route is not None  # _build_services always sets it
+    return services.route(address)
+
+
 def _implicit_tls_context(current: list[Services]) -> ssl.SSLContext:
     def context() -> ssl.SSLContext:
         tls = current[0].tls
@@ -245,7 +255,11 @@ def _build_services(
     except RoutingError as exc:
         raise StartupError(f"routing: {exc}") from None
     services = Services(
-        config=config, store=store, router=router, users=users, tls=tls,
+        config=config,
+        store=store,
+        router=router,
+        users=users,
+        tls=tls,
         on_message_queued=on_message_queued,
         route=build_route_function(config, router, users),
     )
@@ -266,8 +280,13 @@ def _reload(running: Services, store: SqliteStore, users: UserStore) -> Services
     if config.queue != running.config.queue:
         log.warning("queue settings take effect only after a restart")
     services = _build_services(
-        config, store, users, _load_tls(config), _load_aliases(config),
-        on_message_queued=running.on_message_queued, previous=running,
+        config,
+        store,
+        users,
+        _load_tls(config),
+        _load_aliases(config),
+        on_message_queued=running.on_message_queued,
+        previous=running,
     )
     log.info("reloaded", config=str(source))
     return services

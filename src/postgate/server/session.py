@@ -38,17 +38,17 @@ from postgate.accept.headers import (
     protocol_keyword,
     received_header,
 )
+from postgate.accounts import AccountError, canonical_account_address
 from postgate.config import ListenerConfig, ListenerRole
 from postgate.queue.model import Envelope, EnvelopeRecipient
 from postgate.queue.store import QueueError
 from postgate.routing import RecipientCheck, RoutingError
-from postgate.accounts import AccountError, canonical_account_address
 from postgate.sasl import Challenge, Credentials, Failure, SaslError, make_mechanism
 from postgate.server.services import Services
+from postgate.smtp import NEED_DATA, ServerConnection, SmtpLimits
 from postgate.smtp import events as ev
-from postgate.smtp.connection import NEED_DATA, ServerConnection, SmtpLimits
-from postgate.smtp.state import SmtpState
 from postgate.smtp.replies import Reply, build_ehlo_reply
+from postgate.smtp.state import SmtpState
 
 log = structlog.get_logger("postgate.smtpd")
 
@@ -192,7 +192,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
                 self._flush()
                 return
 
-    async def _answer(self, event: object) -> bool:  # noqa: PLR0911, PLR0912
+    async def _answer(self, event: object) -> bool:
         """Answer one event. False ends the session."""
         match event:
             case ev.Hello():
@@ -283,15 +283,22 @@ class SmtpSessionProtocol(asyncio.Protocol):
             except RoutingError as exc:
                 # An alias table too deep or too wide is the operator's problem to fix;
                 # the sender should try again later rather than get a bounce.
-                self._reject_rcpt(event, Reply(451, "4.3.0", "Temporary lookup failure"),
-                                  f"alias expansion: {exc}")
+                self._reject_rcpt(
+                    event,
+                    Reply(451, "4.3.0", "Temporary lookup failure"),
+                    f"alias expansion: {exc}",
+                )
                 return
             self.txn.recipients.append((event, targets))
             self.conn.respond(Reply(250, "2.1.5", "Ok"))
             return
         if check is RecipientCheck.UNKNOWN_USER:
-            reply = Reply(550, "5.1.1", f"<{event.address}>: Recipient address rejected: "
-                          "User unknown in local recipient table")
+            reply = Reply(
+                550,
+                "5.1.1",
+                f"<{event.address}>: Recipient address rejected: "
+                "User unknown in local recipient table",
+            )
             reason = "unknown local recipient"
         elif check is RecipientCheck.RELAY_DENIED:
             # 554 as Postfix's relay_domains_reject_code default; the enhanced code
@@ -305,9 +312,14 @@ class SmtpSessionProtocol(asyncio.Protocol):
 
     def _reject_rcpt(self, event: ev.RcptTo, reply: Reply, reason: str) -> None:
         self.conn.respond(reply)
-        self._log("rejected", stage="rcpt", recipient=event.address,
-                  sender=self.txn.mail.address if self.txn.mail else None,
-                  reply=f"{reply.code} {reply.enhanced}", reason=reason)
+        self._log(
+            "rejected",
+            stage="rcpt",
+            recipient=event.address,
+            sender=self.txn.mail.address if self.txn.mail else None,
+            reply=f"{reply.code} {reply.enhanced}",
+            reason=reason,
+        )
 
     def _envelope(self, now: float) -> Envelope:
         assert self.txn.mail is not None
@@ -320,9 +332,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
                 if key in seen:
                     continue  # one copy per final address, as Postfix's cleanup does
                 seen.add(key)
-                recipients.append(
-                    EnvelopeRecipient(target, rcpt.address, rcpt.notify, rcpt.orcpt)
-                )
+                recipients.append(EnvelopeRecipient(target, rcpt.address, rcpt.notify, rcpt.orcpt))
         return Envelope(
             sender=mail.address,
             recipients=tuple(recipients),
@@ -369,8 +379,13 @@ class SmtpSessionProtocol(asyncio.Protocol):
         except QueueError as exc:
             reply = Reply(451, "4.3.0", "Temporary queue failure, try again later")
             self.conn.respond(reply)
-            self._log("rejected", stage="data", reply="451 4.3.0", reason=f"queue: {exc}",
-                      sender=envelope.sender)
+            self._log(
+                "rejected",
+                stage="data",
+                reply="451 4.3.0",
+                reason=f"queue: {exc}",
+                sender=envelope.sender,
+            )
             self.txn = _Transaction()
             return
         self.conn.respond(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
@@ -436,8 +451,12 @@ class SmtpSessionProtocol(asyncio.Protocol):
         mechanism_name = event.mechanism.upper()
         if mechanism_name not in self.config.auth.mechanisms:
             self.conn.respond(Reply(504, "5.5.4", "Unrecognized authentication type"))
-            self._log("rejected", stage="auth", reply="504 5.5.4",
-                      reason=f"mechanism {mechanism_name} not enabled")
+            self._log(
+                "rejected",
+                stage="auth",
+                reply="504 5.5.4",
+                reason=f"mechanism {mechanism_name} not enabled",
+            )
             return
         try:
             mechanism = make_mechanism(mechanism_name)
@@ -453,15 +472,24 @@ class SmtpSessionProtocol(asyncio.Protocol):
             step = mechanism.step(line)
         if isinstance(step, Failure):
             self.conn.respond(Reply(step.code, step.enhanced, step.text))
-            self._log("rejected", stage="auth", reply=f"{step.code} {step.enhanced}",
-                      reason=step.text, mechanism=mechanism_name)
+            self._log(
+                "rejected",
+                stage="auth",
+                reply=f"{step.code} {step.enhanced}",
+                reason=step.text,
+                mechanism=mechanism_name,
+            )
             return
         if not isinstance(step, Credentials):
             # Mechanisms that need stored secrets mid-exchange (SCRAM) are not enabled
             # until they are wired here; refuse rather than guess.
             self.conn.respond(Reply(504, "5.5.4", "Unrecognized authentication type"))
-            self._log("rejected", stage="auth", reply="504 5.5.4",
-                      reason=f"mechanism {mechanism_name} step {type(step).__name__} unsupported")
+            self._log(
+                "rejected",
+                stage="auth",
+                reply="504 5.5.4",
+                reason=f"mechanism {mechanism_name} step {type(step).__name__} unsupported",
+            )
             return
         await self._verify_credentials(step, mechanism_name)
 
@@ -479,22 +507,34 @@ class SmtpSessionProtocol(asyncio.Protocol):
                 return None
             # The machine rejected the line itself (too long, NUL...): it answered already.
             if isinstance(event, ev.CommandRejected):
-                self._log("rejected", stage="auth", reply=f"{event.reply.code}",
-                          reason=event.reason)
+                self._log(
+                    "rejected", stage="auth", reply=f"{event.reply.code}", reason=event.reason
+                )
                 return None
             raise AssertionError(f"unexpected event during AUTH: {event!r}")
 
     async def _verify_credentials(self, credentials: Credentials, mechanism: str) -> None:
         if credentials.authzid and credentials.authzid.lower() != credentials.authcid.lower():
             self.conn.respond(Reply(535, "5.7.8", "Authentication credentials invalid"))
-            self._log("rejected", stage="auth", reply="535 5.7.8", user=credentials.authcid,
-                      reason=f"authzid {credentials.authzid!r} differs from authcid")
+            self._log(
+                "rejected",
+                stage="auth",
+                reply="535 5.7.8",
+                user=credentials.authcid,
+                reason=f"authzid {credentials.authzid!r} differs from authcid",
+            )
             return
         ok = await self.services.users.verify_async(credentials.authcid, credentials.password)
         if not ok:
             self.conn.respond(Reply(535, "5.7.8", "Authentication credentials invalid"))
-            self._log("rejected", stage="auth", reply="535 5.7.8", user=credentials.authcid,
-                      reason="bad credentials", mechanism=mechanism)
+            self._log(
+                "rejected",
+                stage="auth",
+                reply="535 5.7.8",
+                user=credentials.authcid,
+                reason="bad credentials",
+                mechanism=mechanism,
+            )
             return
         try:
             self.user = canonical_account_address(credentials.authcid)

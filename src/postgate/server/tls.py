@@ -22,8 +22,8 @@ import ipaddress
 import os
 import ssl
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -53,7 +53,9 @@ def _stamp(path: Path) -> tuple[int, int, int]:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def build_server_context(cert_file: Path, key_file: Path, min_version: str = "1.2") -> ssl.SSLContext:
+def build_server_context(
+    cert_file: Path, key_file: Path, min_version: str = "1.2"
+) -> ssl.SSLContext:
     """A server context with our policy; raises TlsError naming the bad file."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = (
@@ -129,7 +131,7 @@ def switching_context(current: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
     def choose(ssl_object: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: object) -> None:
         ssl_object.context = current()
 
-    switcher.sni_callback = choose  # type: ignore[assignment]
+    switcher.sni_callback = choose
     return switcher
 
 
