@@ -202,6 +202,14 @@ class TlsConfig:
     min_version: str = field(
         default="1.2", metadata=_key(v.tls_version, "Oldest TLS version accepted: 1.2 or 1.3")
     )
+    sni: Mapping[str, tuple[Path, Path]] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata=_key(
+            v.sni_certificates,
+            "More certificates, chosen by the name the client asks for (SNI)",
+            to_toml=lambda pairs: {name: [str(c), str(k)] for name, (c, k) in pairs.items()},
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

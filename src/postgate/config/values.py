@@ -297,6 +297,22 @@ def catch_all(raw: object, env: ValueEnv) -> Mapping[str, str]:
     return MappingProxyType(pairs)
 
 
+def sni_certificates(raw: object, env: ValueEnv) -> Mapping[str, tuple[Path, Path]]:
+    if not isinstance(raw, dict):
+        raise ValueError(
+            'must be a table of "hostname" = ["fullchain.pem", "privkey.pem"], ' f"got {show(raw)}"
+        )
+    pairs: dict[str, tuple[Path, Path]] = {}
+    for name, files in raw.items():
+        try:
+            if not (isinstance(files, list) and len(files) == 2):
+                raise ValueError(f"must be [cert_file, key_file], got {show(files)}")
+            pairs[_domain(name)] = (path(files[0], env), path(files[1], env))
+        except ValueError as exc:
+            raise EntryError(name, str(exc)) from None
+    return MappingProxyType(pairs)
+
+
 def _network(raw: object) -> IPNetwork:
     if not isinstance(raw, str):
         raise ValueError(f'must be a network like "192.0.2.0/24", got {show(raw)}')

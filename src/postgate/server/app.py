@@ -101,7 +101,9 @@ def _load_tls(config: Config) -> TlsContextHolder | None:
             raise StartupError("tls: submission listeners need [tls] cert_file and key_file")
         return None
     try:
-        return TlsContextHolder(config.tls.cert_file, config.tls.key_file, config.tls.min_version)
+        return TlsContextHolder(
+            config.tls.cert_file, config.tls.key_file, config.tls.min_version, config.tls.sni
+        )
     except TlsError as exc:
         raise StartupError(str(exc)) from None
 
@@ -226,12 +228,12 @@ def _route(services: Services, address: str) -> Route:
 
 
 def _implicit_tls_context(current: list[Services]) -> ssl.SSLContext:
-    def context() -> ssl.SSLContext:
+    def context_for(server_name: str | None) -> ssl.SSLContext:
         tls = current[0].tls
         assert tls is not None  # _load_tls refuses a submissions listener without [tls]
-        return tls.current()
+        return tls.context_for(server_name)
 
-    return switching_context(context)
+    return switching_context(context_for)
 
 
 def _build_services(

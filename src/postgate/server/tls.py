@@ -22,7 +22,7 @@ import ipaddress
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +54,7 @@ def _stamp(path: Path) -> tuple[int, int, int]:
 
 
 def build_server_context(
-    cert_file: Path, key_file: Path, min_version: str = "1.2"
+    cert_file: Path, key_file: Path, min_version: str = "1.2", label: str = "tls"
 ) -> ssl.SSLContext:
     """A server context with our policy; raises TlsError naming the bad file."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -65,32 +65,36 @@ def build_server_context(
     # Renegotiation and compression are attack surface we never need.
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    for label, path in (("tls.cert_file", cert_file), ("tls.key_file", key_file)):
+    for key, path in ((f"{label}.cert_file", cert_file), (f"{label}.key_file", key_file)):
         try:
             with open(path, "rb"):
                 pass
         except OSError as exc:
-            raise TlsError(f"{label}: {path}: {exc.strerror or exc}") from None
+            raise TlsError(f"{key}: {path}: {exc.strerror or exc}") from None
     try:
         context.load_cert_chain(str(cert_file), str(key_file))
     except ssl.SSLError as exc:
         raise TlsError(
-            f"tls.cert_file/tls.key_file: {cert_file} and {key_file} are not a usable "
+            f"{label}.cert_file/key_file: {cert_file} and {key_file} are not a usable "
             f"certificate chain and matching private key ({exc.reason or exc})"
         ) from None
     return context
 
 
-class TlsContextHolder:
-    """Keeps the current server context and rebuilds it when the files change."""
+class _ReloadingContext:
+    """One certificate/key pair and the context built from it, rebuilt on change."""
 
-    def __init__(self, cert_file: Path, key_file: Path, min_version: str = "1.2") -> None:
+    def __init__(self, cert_file: Path, key_file: Path, min_version: str, label: str) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
         self.min_version = min_version
-        self._context = build_server_context(cert_file, key_file, min_version)
+        self.label = label
+        self._context = self._build()
         self._stamp = self._read_stamp()
         self._checked_at = time.monotonic()
+
+    def _build(self) -> ssl.SSLContext:
+        return build_server_context(self.cert_file, self.key_file, self.min_version, self.label)
 
     def _read_stamp(self) -> _FileStamp | None:
         try:
@@ -106,9 +110,7 @@ class TlsContextHolder:
         stamp = self._read_stamp()
         if stamp is not None and stamp != self._stamp:
             try:
-                self._context = build_server_context(
-                    self.cert_file, self.key_file, self.min_version
-                )
+                self._context = self._build()
                 self._stamp = stamp
             except TlsError:
                 # A renewal caught half-written (new cert, old key) must not take the
@@ -117,21 +119,64 @@ class TlsContextHolder:
         return self._context
 
 
-def switching_context(current: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+class TlsContextHolder:
+    """The server's certificates: a default pair plus one per SNI name, each
+    re-read when its files change (certbot renew) without a restart."""
+
+    def __init__(
+        self,
+        cert_file: Path,
+        key_file: Path,
+        min_version: str = "1.2",
+        sni: Mapping[str, tuple[Path, Path]] | None = None,
+    ) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.min_version = min_version
+        self._default = _ReloadingContext(cert_file, key_file, min_version, "tls")
+        self._named = {
+            name.lower(): _ReloadingContext(cert, key, min_version, f'tls.sni."{name}"')
+            for name, (cert, key) in (sni or {}).items()
+        }
+
+    def _choose(
+        self, ssl_object: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _ctx: object
+    ) -> None:
+        chosen = self.context_for(server_name)
+        if chosen is not ssl_object.context:
+            ssl_object.context = chosen
+
+    def context_for(self, server_name: str | None) -> ssl.SSLContext:
+        """The context for a client that asked for ``server_name`` (None: no SNI)."""
+        if server_name:
+            named = self._named.get(server_name.lower().rstrip("."))
+            if named is not None:
+                return named.current()
+        return self._default.current()
+
+    def current(self) -> ssl.SSLContext:
+        """The context a handshake starts with; SNI may switch it to a named one."""
+        context = self._default.current()
+        if self._named and context.sni_callback is None:
+            context.sni_callback = self._choose
+        return context
+
+
+def switching_context(choose: Callable[[str | None], ssl.SSLContext]) -> ssl.SSLContext:
     """A context for an implicit-TLS listener that hands every handshake to
-    ``current()``: asyncio fixes a listener's context when it starts serving, so
-    renewed certificates reach new connections through the SNI callback, which
-    OpenSSL calls for every ClientHello (with or without SNI) before it picks the
-    certificate."""
-    base = current()
+    ``choose(server_name)``: asyncio fixes a listener's context when it starts
+    serving, so renewed certificates reach new connections through the SNI
+    callback, which OpenSSL calls for every ClientHello (with or without SNI)
+    before it picks the certificate."""
+    base = choose(None)
     switcher = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     switcher.minimum_version = base.minimum_version
     switcher.set_ciphers(TLS12_CIPHERS)
 
-    def choose(ssl_object: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: object) -> None:
-        ssl_object.context = current()
+    def pick(ssl_object: ssl.SSLObject | ssl.SSLSocket, name: str | None, _ctx: object) -> None:
+        ssl_object.context = choose(name)
 
-    switcher.sni_callback = choose
+    switcher.sni_callback = pick
     return switcher
 
 
