@@ -19,6 +19,7 @@ from postgate.queue.model import (
     RecipientStatus,
 )
 from postgate.queue.sqlite import SqliteStore
+from postgate.queue.sqlite_schema import SCHEMA_VERSION
 from postgate.queue.store import QueueError
 from tests.queue.conftest import FakeClock, make_envelope
 
@@ -78,7 +79,9 @@ async def test_database_is_in_wal_mode_with_schema_version(
     conn = sqlite3.connect(tmp_path / "queue.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
     finally:
         conn.close()
 
@@ -254,6 +257,10 @@ async def test_message_is_removed_when_all_recipients_are_final(
     await store.record_attempt(
         second, AttemptResult(RecipientStatus.BOUNCED, "550 5.1.1 no such user", "5.1.1")
     )
+    # All final, but the bounce's DSN is still pending: the DSN needs the message.
+    assert await store.get_message(queue_id) is not None
+    [pending] = await store.pending_notifications()
+    assert await store.finish_notifications(pending.notification_ids, "DSNQUEUEID") == 1
 
     assert await store.get_message(queue_id) is None
     with pytest.raises(QueueError):

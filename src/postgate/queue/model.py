@@ -2,7 +2,8 @@
 
 SYNOPSIS
     Envelope, EnvelopeRecipient, DsnRet, RecipientStatus, LeasedRecipient,
-    AttemptResult, QueuedMessageSummary, StatusLogEntry
+    AttemptResult, QueuedMessageSummary, StatusLogEntry, NotificationKind,
+    PendingNotification, NotificationRecipient
 
 DESCRIPTION
     Plain frozen dataclasses shared by the receiving side (server/, accept/), the
@@ -119,7 +120,9 @@ class AttemptResult:
     ``status`` is DELIVERED, DEFERRED or BOUNCED. ``reply`` is the remote or local
     reply text (e.g. ``"550 5.1.1 no such user"``); ``enhanced_status`` the RFC 3463
     code (``"5.1.1"``). ``remote_host`` is the MX host or ``"maildir"``/``"lmtp"``.
-    ``next_attempt_at`` is set by the scheduler for DEFERRED.
+    ``next_attempt_at`` is set by the scheduler for DEFERRED, and so is
+    ``delay_warning``: True once the message has waited ``delay_warning_after``
+    seconds, asking the store for a "delayed" DSN (written once per recipient).
     """
 
     status: RecipientStatus
@@ -129,6 +132,7 @@ class AttemptResult:
     remote_address: str = ""
     tls_version: str = ""
     next_attempt_at: float | None = None
+    delay_warning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +171,50 @@ class QueuedMessageSummary:
     size: int
     received_at: float
     recipients: tuple[QueuedRecipientSummary, ...] = field(default=())
+
+
+class NotificationKind(enum.StrEnum):
+    """Which DSN an outbox row asks for; the value is the RFC 3464 2.3.3 Action."""
+
+    FAILED = "failed"
+    DELAYED = "delayed"
+    DELIVERED = "delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRecipient:
+    """One recipient of a pending notification, with the attempt that caused it.
+
+    ``status`` is the recipient's state now (a "delayed" row whose recipient has
+    since been delivered is stale). ``attempt`` is the status-log row written in the
+    same transaction as the notification row.
+    """
+
+    notification_id: int
+    recipient_id: int
+    address: str
+    original: str
+    notify: frozenset[DsnNotify] | None
+    orcpt: tuple[str, str] | None
+    first_queued_at: float
+    status: RecipientStatus
+    attempt: StatusLogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class PendingNotification:
+    """Undone notification rows of one message and one kind: one DSN's worth."""
+
+    queue_id: str
+    kind: NotificationKind
+    envelope: Envelope
+    recipients: tuple[NotificationRecipient, ...]
+
+    @property
+    def notification_ids(self) -> tuple[int, ...]:
+        return tuple(r.notification_id for r in self.recipients)
+
+    @property
+    def first_notification_id(self) -> int:
+        """The oldest row of the group: the paging cursor of ``pending_notifications``."""
+        return min(self.notification_ids)

@@ -21,11 +21,15 @@ DESCRIPTION
                            last entry repeating (backoff as data, invariant 6);
                            once the message is older than max_lifetime, BOUNCED
                            with 4.4.7 "message expired" instead (RFC 3463 4.4.7).
+                           Once the message is older than delay_warning_after,
+                           the result carries delay_warning, and the store
+                           writes one "delayed" DSN request per recipient.
       exception            a transport that raises, returns the wrong number of
                            results, or a route() that raises: DEFERRED 4.3.0 for
                            the recipients concerned. Never lost, never a crash.
-    ``on_outcome`` is called after each record with the recorded result; the DSN
-    and event code hooks in there.
+    The store writes the DSN requests (the notification outbox) in the same
+    transaction as each result; ``on_outcome`` is called after each record with
+    the recorded result, so the notifier (delivery.bounces) can be woken there.
 
     run() leases only while fewer than ``concurrency`` groups are in flight, so
     leased-but-waiting work stays bounded and leases are not spent in a queue. It
@@ -39,6 +43,8 @@ CONFIGURATION
                       longest delivery attempt, or a second owner may deliver too.
     concurrency       Transport calls in flight at once.
     lease_batch       Most recipients leased per store call (default 4 x concurrency).
+    delay_warning_after (0)  Age at which a deferred recipient's sender gets one
+                      "delayed" DSN (RFC 3461 NOTIFY=DELAY or default); 0 is off.
 
 SEE ALSO
     queue.store, delivery.base, routing
@@ -90,15 +96,19 @@ class Scheduler:
         on_outcome: Outcome | None = None,
         lease_batch: int | None = None,
         idle_poll: float = 60.0,
+        delay_warning_after: float = 0.0,
     ) -> None:
         if not retry_schedule or min(retry_schedule) < 0:
             raise ValueError("retry_schedule needs at least one delay, none negative")
         if concurrency < 1 or lease_seconds <= 0:
             raise ValueError("concurrency must be >= 1 and lease_seconds > 0")
+        if delay_warning_after < 0:
+            raise ValueError("delay_warning_after must be >= 0 (0 turns it off)")
         self._store = store
         self._route = route
         self._retry_schedule = tuple(retry_schedule)
         self._max_lifetime = max_lifetime
+        self._delay_warning_after = delay_warning_after
         self._lease_seconds = lease_seconds
         self._concurrency = concurrency
         self._owner = owner
@@ -269,7 +279,10 @@ class Scheduler:
                 enhanced_status="4.4.7",
             )
         delay = self._retry_schedule[min(leased.attempts, len(self._retry_schedule) - 1)]
-        return dataclasses.replace(result, next_attempt_at=now + delay)
+        # The store writes the "delayed" notification once per recipient; asking at
+        # every deferral past the threshold is what makes a crash unable to skip it.
+        warn = 0 < self._delay_warning_after <= age
+        return dataclasses.replace(result, next_attempt_at=now + delay, delay_warning=warn)
 
     async def _record(self, leased: LeasedRecipient, result: AttemptResult) -> bool:
         try:

@@ -6,22 +6,25 @@ SYNOPSIS
     leased = await store.lease_due(now, limit, lease_seconds, owner)
     message = await store.load_message(queue_id)
     await store.record_attempt(leased_recipient, result)
+    groups = await store.pending_notifications(limit)    # the DSN outbox
+    await store.finish_notifications(ids, dsn_queue_id)
     count = await store.hold(Selector(recipient_domain="example.com"))
     await store.close()
 
 DESCRIPTION
-    Implements the Store protocol (queue.store) and QueueAdmin (queue.admin) for one
-    node. Two threads own the two connections, so no SQLite call ever blocks the
+    Implements the Store and NotificationOutbox protocols (queue.store) and
+    QueueAdmin (queue.admin) for one node. Two threads own the two connections, so no SQLite call ever blocks the
     event loop:
 
     writer  every change (enqueue, lease, attempt result, operator action) goes
             through queue.sqlite_writer, which commits concurrent requests together
             (group commit: one fsync per batch).
-    reader  load_message, next_due_at, list_messages, get_message, status_log run
-            on a one-thread executor with its own connection; WAL lets it read
+    reader  load_message, next_due_at, list_messages, get_message, status_log,
+            pending_notifications run on a one-thread executor with its own connection; WAL lets it read
             while the writer writes.
 
-    The SQL itself is in queue.sqlite_ops, the tables in queue.sqlite_schema.
+    The SQL itself is in queue.sqlite_ops and queue.sqlite_outbox, the tables in
+    queue.sqlite_schema.
 
 DURABILITY
     ``enqueue`` returns after COMMIT with ``synchronous=FULL``, i.e. after the WAL
@@ -47,13 +50,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from postgate.queue import sqlite_ops
+from postgate.queue import sqlite_ops, sqlite_outbox
 from postgate.queue.admin import Selector
 from postgate.queue.ids import QueueIdGenerator
 from postgate.queue.model import (
     AttemptResult,
     Envelope,
     LeasedRecipient,
+    PendingNotification,
     QueuedMessageSummary,
     RecipientStatus,
     StatusLogEntry,
@@ -149,6 +153,23 @@ class SqliteStore:
 
     async def status_log(self, queue_id: str) -> list[StatusLogEntry]:
         return await self._read(lambda conn: sqlite_ops.status_log(conn, queue_id))
+
+    # --- NotificationOutbox -------------------------------------------------
+
+    async def pending_notifications(
+        self, limit: int = 100, *, after_id: int = 0
+    ) -> list[PendingNotification]:
+        return await self._read(
+            lambda conn: sqlite_outbox.pending_notifications(conn, limit, after_id)
+        )
+
+    async def finish_notifications(
+        self, notification_ids: Sequence[int], dsn_queue_id: str | None
+    ) -> int:
+        ids = list(notification_ids)
+        return await self._writer.run(
+            lambda conn: sqlite_outbox.finish_notifications(conn, ids, dsn_queue_id)
+        )
 
     async def close(self) -> None:
         await self._writer.close()

@@ -23,10 +23,14 @@ DESCRIPTION
     record_attempt applies the new state only if the recipient still carries the
     lease this attempt was made under (``lease_until`` acts as a fencing token) and
     is not already final; the status-log row is written either way, because the
-    attempt did happen (invariant 3).
+    attempt did happen (invariant 3). When the new state asks for a DSN it also
+    writes the notification row, in the same transaction (queue.sqlite_outbox).
+
+    Operator deletion writes no notification (Postfix's postsuper -d sends no
+    bounce), but notifications already pending for the message are still sent.
 
 SEE ALSO
-    queue.sqlite, queue.sqlite_schema, queue.admin
+    queue.sqlite, queue.sqlite_schema, queue.sqlite_outbox, queue.admin
 """
 
 from __future__ import annotations
@@ -47,19 +51,20 @@ from postgate.queue.model import (
     RecipientStatus,
     StatusLogEntry,
 )
+from postgate.queue.sqlite_outbox import add_notification, remove_if_done
 from postgate.queue.sqlite_schema import (
     ENVELOPE_COLUMNS,
+    FINAL_SQL,
+    chunks,
     decode_notify,
     decode_orcpt,
     envelope_from_row,
     envelope_recipient_from_row,
+    marks,
+    status_log_entry_from_row,
 )
 from postgate.queue.store import QueueError
 
-# Stay well under SQLite's limit on host parameters in one statement.
-_CHUNK = 500
-
-_FINAL_SQL = "('delivered', 'bounced', 'deleted')"
 _DUE_SQL = "('queued', 'deferred')"
 
 _STATUS_LOG_INSERT = (
@@ -74,15 +79,6 @@ class AdminAction(enum.Enum):
     RELEASE = "release"
     REQUEUE = "requeue"
     DELETE = "delete"
-
-
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _marks(count: int) -> str:
-    return ",".join("?" * count)
 
 
 # --- writes (writer thread) --------------------------------------------------
@@ -103,16 +99,16 @@ def lease_due(
         return []
     queue_ids = sorted({row[1] for row in rows})
     envelopes = {}
-    for chunk in _chunks(queue_ids):
+    for chunk in chunks(queue_ids):
         everyone: dict[str, list[EnvelopeRecipient]] = {}
         for row in conn.execute(
             "SELECT queue_id, address, original, notify, orcpt FROM recipients"
-            f" WHERE queue_id IN ({_marks(len(chunk))}) ORDER BY id",
+            f" WHERE queue_id IN ({marks(len(chunk))}) ORDER BY id",
             chunk,
         ):
             everyone.setdefault(row[0], []).append(envelope_recipient_from_row(row[1:]))
         for row in conn.execute(
-            f"SELECT {ENVELOPE_COLUMNS} FROM messages WHERE queue_id IN ({_marks(len(chunk))})",
+            f"SELECT {ENVELOPE_COLUMNS} FROM messages WHERE queue_id IN ({marks(len(chunk))})",
             chunk,
         ):
             envelopes[row[0]] = envelope_from_row(row, tuple(everyone.get(row[0], ())))
@@ -139,11 +135,12 @@ def lease_due(
 def record_attempt(
     conn: sqlite3.Connection, leased: LeasedRecipient, result: AttemptResult, now: float
 ) -> bool:
-    """Write the status row and the new recipient state; True if the state changed."""
+    """Write the status row, the new recipient state and, when a DSN is wanted, the
+    notification row; True if the state changed."""
     status = result.status
     if status not in (RecipientStatus.DELIVERED, RecipientStatus.DEFERRED, RecipientStatus.BOUNCED):
         raise QueueError(f"an attempt cannot end in status {status.value}")
-    conn.execute(
+    status_log_id = conn.execute(
         _STATUS_LOG_INSERT,
         (
             leased.queue_id,
@@ -158,7 +155,7 @@ def record_attempt(
             leased.attempts + 1,
             now,
         ),
-    )
+    ).lastrowid
     final = status in FINAL_STATUSES
     if final:
         next_attempt_at = None
@@ -170,7 +167,7 @@ def record_attempt(
         " status = CASE WHEN status = 'held' AND ? = 'deferred' THEN 'held' ELSE ? END,"
         " attempts = attempts + 1, next_attempt_at = ?, lease_owner = NULL,"
         " lease_until = NULL, last_reply = ?"
-        f" WHERE id = ? AND lease_until = ? AND status NOT IN {_FINAL_SQL}",
+        f" WHERE id = ? AND lease_until = ? AND status NOT IN {FINAL_SQL}",
         (
             status.value,
             status.value,
@@ -180,21 +177,14 @@ def record_attempt(
             leased.lease_until,
         ),
     ).rowcount
+    # A fenced (stale) attempt changed nothing, so it asks for no DSN either: the
+    # current lease holder's outcome will.
+    if changed:
+        assert status_log_id is not None  # an INSERT always sets it
+        add_notification(conn, leased, result, status_log_id, now)
     if changed and final:
-        _remove_if_done(conn, (leased.queue_id,))
+        remove_if_done(conn, (leased.queue_id,))
     return bool(changed)
-
-
-def _remove_if_done(conn: sqlite3.Connection, queue_ids: Iterable[str]) -> None:
-    """Remove messages whose recipients are all final (their status_log rows stay)."""
-    for queue_id in queue_ids:
-        pending = conn.execute(
-            f"SELECT 1 FROM recipients WHERE queue_id = ? AND status NOT IN {_FINAL_SQL} LIMIT 1",
-            (queue_id,),
-        ).fetchone()
-        if pending is None:
-            conn.execute("DELETE FROM recipients WHERE queue_id = ?", (queue_id,))
-            conn.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
 
 
 def _selector_sql(selector: Selector) -> tuple[str, list[Any]]:
@@ -248,7 +238,7 @@ def change_status(
     rows = conn.execute(
         "UPDATE recipients SET status = 'deleted', next_attempt_at = NULL,"
         " lease_owner = NULL, lease_until = NULL, last_reply = 'deleted by operator'"
-        f" WHERE status NOT IN {_FINAL_SQL} AND {where}"
+        f" WHERE status NOT IN {FINAL_SQL} AND {where}"
         " RETURNING id, queue_id, address, attempts",
         params,
     ).fetchall()
@@ -271,7 +261,7 @@ def change_status(
             for rid, queue_id, address, attempts in rows
         ],
     )
-    _remove_if_done(conn, sorted({row[1] for row in rows}))
+    remove_if_done(conn, sorted({row[1] for row in rows}))
     return len(rows)
 
 
@@ -302,7 +292,7 @@ def list_messages(
     where: list[str] = []
     params: list[Any] = []
     if statuses is not None:
-        where.append(f"status IN ({_marks(len(statuses))})")
+        where.append(f"status IN ({marks(len(statuses))})")
         params.extend(s.value for s in statuses)
     if queue_id is not None:
         where.append("queue_id = ?")
@@ -349,18 +339,7 @@ def list_messages(
 
 def status_log(conn: sqlite3.Connection, queue_id: str) -> list[StatusLogEntry]:
     return [
-        StatusLogEntry(
-            queue_id=row[0],
-            recipient_id=row[1],
-            address=row[2],
-            status=RecipientStatus(row[3]),
-            reply=row[4],
-            enhanced_status=row[5],
-            remote_host=row[6],
-            tls_version=row[7],
-            attempt=row[8],
-            logged_at=row[9],
-        )
+        status_log_entry_from_row(row)
         for row in conn.execute(
             "SELECT queue_id, recipient_id, address, status, reply, enhanced_status,"
             " remote_host, tls_version, attempt, logged_at FROM status_log"

@@ -13,13 +13,27 @@ DESCRIPTION
                   attempt time and the lease (owner, until).
     status_log    one row per attempt or operator deletion; never removed by the
                   queue (invariant 3: the status log is the truth).
+    notifications the DSN outbox: one row per recipient outcome that asks for a
+                  DSN (kind failed, delayed or delivered), written in the same
+                  transaction as its status-log row and pointing at it. ``done``
+                  is set when the DSN is queued; a message is not removed while
+                  it has an undone row. Done rows stay, naming the DSN's queue id.
 
     A leased recipient has ``next_attempt_at = lease_until``, so the "due" query is
     only ``status IN ('queued','deferred') AND next_attempt_at <= now`` on a partial
     index, and a lease that runs out makes the recipient due again by itself.
 
+    ``recipients.delay_notified`` is 1 once a "delayed" notification was written
+    for that recipient, so the sender is warned once, not at every retry.
+
     Times are unix seconds (REAL). NOTIFY is stored as a comma list, ORCPT as
     ``addr-type;address`` (RFC 3461 4.2 form, split at the first ';').
+
+MIGRATIONS
+    ``schema_version`` holds one row per version applied. A file of an older
+    version is upgraded in place, in one transaction, by the statements of
+    ``_MIGRATIONS`` (version 2: the notifications table and delay_notified);
+    a file of a newer version is refused.
 
 SEE ALSO
     queue.sqlite, queue.sqlite_writer
@@ -28,6 +42,7 @@ SEE ALSO
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from postgate.queue.model import (
@@ -36,10 +51,42 @@ from postgate.queue.model import (
     DsnRet,
     Envelope,
     EnvelopeRecipient,
+    RecipientStatus,
+    StatusLogEntry,
 )
 from postgate.queue.store import QueueError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+FINAL_SQL = "('delivered', 'bounced', 'deleted')"
+
+# Stay well under SQLite's limit on host parameters in one statement.
+_CHUNK = 500
+
+
+def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+_NOTIFICATIONS_DDL = (
+    """CREATE TABLE IF NOT EXISTS notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue_id TEXT NOT NULL,
+        recipient_id INTEGER NOT NULL,
+        status_log_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0,
+        dsn_queue_id TEXT
+    )""",
+    """CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (queue_id, kind)
+        WHERE done = 0""",
+)
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)""",
@@ -72,7 +119,8 @@ _DDL = (
         lease_owner TEXT,
         lease_until REAL,
         last_reply TEXT NOT NULL DEFAULT '',
-        first_queued_at REAL NOT NULL
+        first_queued_at REAL NOT NULL,
+        delay_notified INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE INDEX IF NOT EXISTS recipients_due ON recipients (next_attempt_at)
         WHERE status IN ('queued', 'deferred')""",
@@ -92,6 +140,7 @@ _DDL = (
         logged_at REAL NOT NULL
     )""",
     """CREATE INDEX IF NOT EXISTS status_log_queue_id ON status_log (queue_id)""",
+    *_NOTIFICATIONS_DDL,
 )
 
 # The columns of ``messages`` that make up an Envelope, in envelope_from_row order.
@@ -101,19 +150,38 @@ ENVELOPE_COLUMNS = (
 )
 
 
+# Statements that bring a file of version ``key - 1`` to version ``key``.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE recipients ADD COLUMN delay_notified INTEGER NOT NULL DEFAULT 0",
+        *_NOTIFICATIONS_DDL,
+    ),
+}
+
+
 def apply_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables if missing; refuse a file written by a newer postgate."""
+    """Create the tables if missing, upgrade an older file, refuse a newer one."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _DDL:
-            conn.execute(statement)
-        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        if row[0] is None:
+        row = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        found = None
+        if row is not None:
+            found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        if found is None:
+            for statement in _DDL:
+                conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif row[0] > SCHEMA_VERSION:
+        elif found > SCHEMA_VERSION:
             raise QueueError(
-                f"queue schema version {row[0]} is newer than this postgate ({SCHEMA_VERSION})"
+                f"queue schema version {found} is newer than this postgate ({SCHEMA_VERSION})"
             )
+        else:
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -203,4 +271,21 @@ def envelope_recipient_from_row(row: tuple[Any, ...]) -> EnvelopeRecipient:
         original=original,
         notify=decode_notify(notify),
         orcpt=decode_orcpt(orcpt),
+    )
+
+
+def status_log_entry_from_row(row: Sequence[Any]) -> StatusLogEntry:
+    """From (queue_id, recipient_id, address, status, reply, enhanced_status,
+    remote_host, tls_version, attempt, logged_at)."""
+    return StatusLogEntry(
+        queue_id=row[0],
+        recipient_id=row[1],
+        address=row[2],
+        status=RecipientStatus(row[3]),
+        reply=row[4],
+        enhanced_status=row[5],
+        remote_host=row[6],
+        tls_version=row[7],
+        attempt=row[8],
+        logged_at=row[9],
     )

@@ -25,8 +25,15 @@ LEASES
 
 STATUS LOG
     ``record_attempt`` writes one status-log row and the recipient's new state in one
-    transaction (invariant 3). A message whose recipients are all final is removed
-    from the queue (its status-log rows stay).
+    transaction (invariant 3). An outcome that asks for a DSN also writes a
+    notification row in that transaction (invariant 4). A message whose recipients
+    are all final and that has no pending notification is removed from the queue
+    (its status-log rows stay).
+
+NOTIFICATION OUTBOX
+    ``pending_notifications`` returns the pending DSN requests grouped by (message,
+    kind); ``finish_notifications`` marks them done once the DSN is queued (or
+    found unwanted) and removes the message if it is now finished.
 
 SEE ALSO
     queue.model, queue.sqlite, queue.scheduler
@@ -41,6 +48,7 @@ from postgate.queue.model import (
     AttemptResult,
     Envelope,
     LeasedRecipient,
+    PendingNotification,
     QueuedMessageSummary,
     RecipientStatus,
     StatusLogEntry,
@@ -81,3 +89,26 @@ class Store(Protocol):
     async def status_log(self, queue_id: str) -> list[StatusLogEntry]: ...
 
     async def close(self) -> None: ...
+
+
+class NotificationOutbox(Protocol):
+    """What the DSN notifier (delivery.bounces) needs from the store."""
+
+    async def enqueue(
+        self, envelope: Envelope, message: bytes, *, queue_id: str | None = None
+    ) -> str: ...
+
+    async def load_message(self, queue_id: str) -> bytes: ...
+
+    async def pending_notifications(
+        self, limit: int = 100, *, after_id: int = 0
+    ) -> list[PendingNotification]:
+        """Up to ``limit`` pending groups, one per (message, kind), oldest first,
+        leaving out groups whose oldest notification id is <= ``after_id``."""
+        ...
+
+    async def finish_notifications(
+        self, notification_ids: Sequence[int], dsn_queue_id: str | None
+    ) -> int:
+        """Mark done; remove messages now finished. Returns how many were pending."""
+        ...
