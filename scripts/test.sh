@@ -14,6 +14,8 @@ command -v swaks >/dev/null || need+=(swaks)
 command -v /usr/sbin/nsd >/dev/null || need+=(nsd)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v openssl >/dev/null || need+=(openssl)
+perl -MMail::DKIM::Verifier -e1 2>/dev/null || need+=(libmail-dkim-perl)
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]}"
@@ -23,6 +25,12 @@ if [ ${#need[@]} -gt 0 ]; then
   else
     echo "missing for some tests: ${need[*]} (sudo apt-get install ${need[*]}); those tests skip" >&2
   fi
+fi
+
+# Redis backs the shared counters (lockout across nodes). CI machines run it already;
+# start a private one when nothing answers on 6379 and the server binary is here.
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && command -v redis-server >/dev/null; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 fi
 
 .venv/bin/ruff check src tests bench

@@ -23,6 +23,8 @@ from postgate.accounts import (
     generate_password,
 )
 from postgate.routing import AliasTable, RecipientCheck, Router
+from postgate.sasl.cram_md5 import derive_cram_md5_secret
+from postgate.sasl.scram import derive_scram_secret
 
 PASSWORD = "correct horse battery staple"
 
@@ -269,3 +271,147 @@ def test_generate_password() -> None:
         assert set(password) <= set(PASSWORD_ALPHABET)
     assert not set("0Oo1lI") & set(PASSWORD_ALPHABET)
     assert len(generate_password(32)) == 32
+
+
+# --- per-mechanism secrets: SCRAM-SHA-256 and CRAM-MD5 --------------------------------
+
+
+def column(db_path: Path, name: str, address: str) -> str | None:
+    connection = sqlite3.connect(db_path)
+    try:
+        row = connection.execute(
+            f"SELECT {name} FROM accounts WHERE address = ?", (address,)
+        ).fetchone()
+    finally:
+        connection.close()
+    return None if row[0] is None else str(row[0])
+
+
+def test_scram_secret_is_derived_from_the_password(db_path: Path, store: UserStore) -> None:
+    store.add("ann@example.org", PASSWORD)
+    secret = store.scram_secret("ANN@example.org")
+    assert secret is not None
+    assert secret == derive_scram_secret(PASSWORD, salt=secret.salt, iterations=4096)
+    assert len(secret.salt) == 16
+    stored = column(db_path, "scram_sha256", "ann@example.org")
+    assert stored is not None and stored.startswith("SCRAM-SHA-256$4096:")
+    store.set_password("ann@example.org", "new secret")
+    renewed = store.scram_secret("ann@example.org")
+    assert renewed is not None and renewed.salt != secret.salt
+    assert renewed == derive_scram_secret("new secret", salt=renewed.salt, iterations=4096)
+
+
+def test_scram_iteration_count_is_configurable_but_not_below_the_rfc(db_path: Path) -> None:
+    with UserStore.open(db_path, hasher=cheap_hasher(), scram_iterations=8192) as users:
+        users.add("ann@example.org", PASSWORD)
+        secret = users.scram_secret("ann@example.org")
+        assert secret is not None and secret.iterations == 8192
+        assert users.scram_decoy("nobody@example.org").iterations == 8192
+    with pytest.raises(AccountError, match="at least 4096"):
+        UserStore.open(db_path, scram_iterations=1000)
+
+
+def test_cram_md5_value_is_stored_only_when_asked(db_path: Path, store: UserStore) -> None:
+    store.add("ann@example.org", PASSWORD)
+    assert store.cram_md5_secret("ann@example.org") is None
+    assert column(db_path, "cram_md5", "ann@example.org") is None
+    store.set_password("ann@example.org", PASSWORD, cram_md5=True)
+    assert store.cram_md5_secret("ann@example.org") == derive_cram_md5_secret(PASSWORD)
+    assert str(column(db_path, "cram_md5", "ann@example.org")).startswith("{CRAM-MD5}")
+    store.set_password("ann@example.org", PASSWORD)  # the operator turned CRAM-MD5 off
+    assert store.cram_md5_secret("ann@example.org") is None
+    store.add("bob@example.org", "bob-pw", cram_md5=True)
+    assert store.cram_md5_secret("bob@example.org") == derive_cram_md5_secret("bob-pw")
+
+
+def test_disabled_and_unknown_users_have_no_secrets(store: UserStore) -> None:
+    store.add("ann@example.org", PASSWORD, cram_md5=True)
+    store.set_disabled("ann@example.org", True)
+    assert store.scram_secret("ann@example.org") is None
+    assert store.cram_md5_secret("ann@example.org") is None
+    assert store.is_disabled("ann@example.org")
+    assert not store.is_disabled("nobody@example.org")
+    assert store.scram_secret("nobody@example.org") is None
+    assert store.scram_secret("not an address") is None
+    assert store.missing_secret_reason("ann@example.org", "SCRAM-SHA-256") == (
+        "user ann@example.org is disabled"
+    )
+    assert store.missing_secret_reason("Nobody@example.org", "CRAM-MD5") == (
+        "no user nobody@example.org"
+    )
+    assert "one '@'" in store.missing_secret_reason("nobody", "CRAM-MD5")
+
+
+def test_password_saslprep_refuses_gets_no_scram_secret(store: UserStore) -> None:
+    store.add("ann@example.org", "bell\x07char")
+    assert store.scram_secret("ann@example.org") is None
+    assert store.verify("ann@example.org", "bell\x07char")  # PLAIN and LOGIN still work
+    assert "no SCRAM-SHA-256 secret" in store.missing_secret_reason(
+        "ann@example.org", "SCRAM-SHA-256"
+    )
+
+
+def test_scram_decoy_salt_is_stable_per_name_across_opens(db_path: Path) -> None:
+    with UserStore.open(db_path, hasher=cheap_hasher()) as users:
+        first = users.scram_decoy("nobody@example.org")
+        again = users.scram_decoy("Nobody@Example.org")
+        other = users.scram_decoy("someone@example.org")
+    with UserStore.open(db_path, hasher=cheap_hasher()) as users:
+        reopened = users.scram_decoy("nobody@example.org")
+    assert first.salt == again.salt == reopened.salt != other.salt
+    assert first.stored_key != again.stored_key  # random: no proof can ever match
+
+
+def make_version_0_file(path: Path) -> None:
+    """A users.db as written before SCRAM support (schema without user_version)."""
+    connection = sqlite3.connect(path)
+    connection.executescript(
+        """
+        CREATE TABLE accounts (
+            address TEXT PRIMARY KEY NOT NULL, password_hash TEXT NOT NULL,
+            created_at REAL NOT NULL, disabled INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        """
+    )
+    connection.execute(
+        "INSERT INTO accounts VALUES (?, ?, 1.0, 0)",
+        ("old@example.org", cheap_hasher().hash(PASSWORD)),
+    )
+    connection.commit()
+    connection.close()
+
+
+def test_old_file_is_migrated_and_old_users_get_scram_at_next_login(db_path: Path) -> None:
+    make_version_0_file(db_path)
+    with UserStore.open(db_path, hasher=cheap_hasher()) as users:
+        assert users.scram_secret("old@example.org") is None
+        reason = users.missing_secret_reason("old@example.org", "SCRAM-SHA-256")
+        assert reason == "user old@example.org has no SCRAM-SHA-256 secret: set the password again"
+        assert not users.verify("old@example.org", "wrong")
+        assert users.scram_secret("old@example.org") is None
+        assert users.verify("old@example.org", PASSWORD)
+        secret = users.scram_secret("old@example.org")
+        assert secret is not None
+        assert secret == derive_scram_secret(PASSWORD, salt=secret.salt, iterations=4096)
+    connection = sqlite3.connect(db_path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (1,)
+    finally:
+        connection.close()
+
+
+def test_two_processes_migrating_one_old_file_at_once(db_path: Path) -> None:
+    make_version_0_file(db_path)
+    script = (
+        "import sys; from pathlib import Path; from postgate.accounts import UserStore;"
+        "s = UserStore.open(Path(sys.argv[1])); assert s.exists('old@example.org'); s.close()"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(db_path)], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    errors = [process.communicate(timeout=60)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    with UserStore.open(db_path, hasher=cheap_hasher()) as users:
+        users.set_password("old@example.org", PASSWORD, cram_md5=True)
+        assert users.cram_md5_secret("old@example.org") is not None

@@ -149,3 +149,67 @@ def test_queue_list_show_qshape_and_actions(held_server: ServerProcess) -> None:
     deleted = postgate("--config", cfg, "queue", "delete", "--sender", "sender1@example.org")
     assert "1 recipient" in deleted.stdout
     assert len(json.loads(postgate("--config", cfg, "queue", "list", "--json").stdout)) == 2
+
+
+def test_send_prints_the_dialogue_and_delivers(tmp_path: Path) -> None:
+    server = make_server(tmp_path / "pg")
+    server.start()
+    try:
+        result = postgate(
+            "send",
+            "--server",
+            f"127.0.0.1:{server.ports['submission']}",
+            "--starttls",
+            "--auth-user",
+            "alice@example.test",
+            "--auth-password",
+            "alice-secret-pw",
+            "--from",
+            "alice@example.test",
+            "--to",
+            BOB[0],
+            "--header",
+            "Subject: via send",
+            "--body",
+            "hello from postgate send",
+            "--helo",
+            "client.example",
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        assert "-> EHLO client.example" in out and "<- 250" in out
+        assert "=== TLS started: TLSv1." in out
+        assert "alice-secret-pw" not in out and "-> AUTH PLAIN ****" in out
+        assert re.search(r"=== accepted in [\d.]+s: 250 2\.0\.0 Ok: queued as \w+", out)
+        delivered = server.wait_for_delivery(BOB[0])[0].read_bytes()
+        assert b"Subject: via send" in delivered and b"hello from postgate send" in delivered
+        implicit = postgate(
+            "send",
+            "--server",
+            f"127.0.0.1:{server.ports['submissions']}",
+            "--tls",
+            "-q",
+            "--auth-user",
+            "alice@example.test",
+            "--auth-password",
+            "alice-secret-pw",
+            "--from",
+            "alice@example.test",
+            "--to",
+            BOB[0],
+        )
+        assert implicit.returncode == 0, implicit.stderr
+        refused = postgate(
+            "send",
+            "--server",
+            f"127.0.0.1:{server.ports['mx']}",
+            "-q",
+            "--from",
+            "x@example.org",
+            "--to",
+            "victim@elsewhere.example",
+        )
+        assert refused.returncode == 1
+        assert "refused: victim@elsewhere.example: 554 5.7.1" in refused.stderr
+    finally:
+        server.stop()

@@ -5,6 +5,8 @@ SYNOPSIS
     users.add("Ann@Example.ORG", generate_password())   # Account("ann@example.org", ...)
     users.exists("ann@example.org")                     # Router's mailbox_exists
     await users.verify_async("ann@example.org", password)  # SMTP AUTH, off the event loop
+    users.scram_secret("ann@example.org")               # ScramSecret for SCRAM-SHA-256
+    users.cram_md5_secret("ann@example.org")            # only if added with cram_md5=True
     users.close()
 
 DESCRIPTION
@@ -14,11 +16,26 @@ DESCRIPTION
     leaves it to the owner of the domain, which we are.
 
 SECURITY
-    Only argon2id hashes (argon2-cffi PasswordHasher, library defaults) are stored,
-    never a password. The file is created mode 0600. A successful verify re-hashes
+    Never a password. Stored per user: an argon2id hash (argon2-cffi PasswordHasher,
+    library defaults) for PLAIN and LOGIN; SCRAM-SHA-256's salt, iteration count,
+    StoredKey and ServerKey (RFC 5802 3), in PostgreSQL's text form; and, only when the
+    caller asks (``cram_md5=True``, i.e. the operator enabled CRAM-MD5), Dovecot's
+    "{CRAM-MD5}" HMAC state, which is plaintext-equivalent for CRAM-MD5 (see
+    sasl.cram_md5). Setting a password without ``cram_md5`` removes that value.
+    The file is created mode 0600. A successful verify re-hashes
     when the hasher's parameters changed. Verifying an unknown or disabled user costs
     the same argon2 work as a known one (a dummy hash is checked), so response time
-    does not reveal which users exist.
+    does not reveal which users exist. For SCRAM an unknown user gets a decoy secret
+    whose salt is stable per name (keyed by a random value kept in the file), so the
+    server-first message does not reveal it either.
+
+MIGRATION
+    Schema version 1 (PRAGMA user_version) adds the SCRAM and CRAM-MD5 columns to
+    files made before them. Users from then have no SCRAM secret: they cannot use
+    SCRAM-SHA-256 until their password is set again, or until they log in once with
+    PLAIN or LOGIN (a successful verify fills the secret in). A password that SASLprep
+    refuses (RFC 4013: control characters, unassigned code points) gets no SCRAM
+    secret at all; PLAIN and LOGIN still work for it.
 
 CONCURRENCY
     The CLI and the server may open the same file at once: WAL mode, a busy timeout,
@@ -56,6 +73,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from postgate.routing import RoutingError, canonical_domain
+from postgate.sasl.model import CramMd5Secret, ScramSecret
+from postgate.sasl.scram import MINIMUM_ITERATIONS
+from postgate.sasl.stored import (
+    StoredForms,
+    decoy_scram_secret,
+    password_forms,
+    read_cram_md5,
+    read_scram,
+)
 
 # RFC 5321 4.5.3.1.1 and 4.5.3.1.3 (path of 256 octets minus the angle brackets).
 MAX_LOCAL_PART_OCTETS = 64
@@ -72,6 +98,21 @@ CREATE TABLE IF NOT EXISTS accounts (
     disabled      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
+
+# PRAGMA user_version -> the statements that bring a file to it, applied in order.
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        ALTER TABLE accounts ADD COLUMN scram_sha256 TEXT;
+        ALTER TABLE accounts ADD COLUMN cram_md5 TEXT;
+        CREATE TABLE IF NOT EXISTS store_secrets (
+            name  TEXT PRIMARY KEY NOT NULL,
+            value BLOB NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+)
 
 
 class AccountError(Exception):
@@ -126,6 +167,7 @@ class UserStore:
         hasher: PasswordHasher,
         clock: Callable[[], float],
         max_parallel_verifications: int,
+        scram_iterations: int = MINIMUM_ITERATIONS,
     ) -> None:
         self._db = connection
         self._path = path
@@ -135,6 +177,8 @@ class UserStore:
         self._dummy_hash: str | None = None
         self._max_parallel = max_parallel_verifications
         self._executor: ThreadPoolExecutor | None = None
+        self._scram_iterations = scram_iterations
+        self._decoy_key: bytes | None = None
 
     @classmethod
     def open(
@@ -144,9 +188,14 @@ class UserStore:
         hasher: PasswordHasher | None = None,
         clock: Callable[[], float] = time.time,
         max_parallel_verifications: int | None = None,
+        scram_iterations: int = MINIMUM_ITERATIONS,
     ) -> UserStore:
         """Open (creating if needed, mode 0600) the store at ``path``; the schema is created
-        idempotently. ``hasher`` defaults to argon2id with the library's parameters."""
+        and migrated idempotently. ``hasher`` defaults to argon2id with the library's
+        parameters; ``scram_iterations`` (RFC 7677 4: at least 4096) applies to SCRAM
+        secrets derived from now on."""
+        if scram_iterations < MINIMUM_ITERATIONS:
+            raise AccountError(f"SCRAM iteration count must be at least {MINIMUM_ITERATIONS}")
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
@@ -165,11 +214,12 @@ class UserStore:
             connection.execute("PRAGMA busy_timeout = 5000")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(_SCHEMA)
+            _migrate(connection)
         except sqlite3.Error as exc:
             connection.close()
             raise AccountError(f"user database {path}: {exc}") from exc
         parallel = max_parallel_verifications or max(1, min(4, os.cpu_count() or 1))
-        return cls(connection, path, hasher or PasswordHasher(), clock, parallel)
+        return cls(connection, path, hasher or PasswordHasher(), clock, parallel, scram_iterations)
 
     def __enter__(self) -> UserStore:
         return self
@@ -184,24 +234,34 @@ class UserStore:
 
     # --- changes --------------------------------------------------------------------------
 
-    def add(self, address: str, password: str) -> Account:
+    def add(self, address: str, password: str, *, cram_md5: bool = False) -> Account:
+        """A new user. ``cram_md5`` also stores the CRAM-MD5 value: pass True only when
+        the operator enabled that mechanism (the value is plaintext-equivalent for it)."""
         canonical = canonical_account_address(address)
-        password_hash = self._hash(password)  # before the lock: argon2 is slow
+        # Before the lock: argon2 and PBKDF2 are slow.
+        password_hash = self._hash(password)
+        forms = self._forms(password, cram_md5=cram_md5)
         created_at = self._clock()
         try:
             self._execute(
-                "INSERT INTO accounts (address, password_hash, created_at) VALUES (?, ?, ?)",
-                (canonical, password_hash, created_at),
+                "INSERT INTO accounts (address, password_hash, created_at, scram_sha256, cram_md5)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (canonical, password_hash, created_at, forms.scram_sha256, forms.cram_md5),
             )
         except sqlite3.IntegrityError as exc:
             raise AccountError(f"user {canonical} exists") from exc
         return Account(canonical, created_at)
 
-    def set_password(self, address: str, password: str) -> None:
+    def set_password(self, address: str, password: str, *, cram_md5: bool = False) -> None:
+        """Replace every stored form of the password; without ``cram_md5`` the CRAM-MD5
+        value is removed (it would no longer match anyway)."""
         canonical = canonical_account_address(address)
         password_hash = self._hash(password)
+        forms = self._forms(password, cram_md5=cram_md5)
         changed = self._execute(
-            "UPDATE accounts SET password_hash = ? WHERE address = ?", (password_hash, canonical)
+            "UPDATE accounts SET password_hash = ?, scram_sha256 = ?, cram_md5 = ?"
+            " WHERE address = ?",
+            (password_hash, forms.scram_sha256, forms.cram_md5, canonical),
         )
         if changed == 0:
             raise AccountError(f"no user {canonical}")
@@ -259,7 +319,47 @@ class UserStore:
             return False
         if self._hasher.check_needs_rehash(stored_hash):
             self._rehash(canonical or "", stored_hash, password)
+        self._fill_scram_secret(canonical or "", password)
         return True
+
+    def scram_secret(self, address: str) -> ScramSecret | None:
+        """The SCRAM-SHA-256 secret of an enabled user; None when the user is unknown,
+        disabled, or has none yet (see MIGRATION). An indexed read: fine on the loop."""
+        return read_scram(self._secret_column("scram_sha256", address))
+
+    def scram_decoy(self, address: str) -> ScramSecret:
+        """A secret for a name that has none: its salt is the same on every call for the
+        same name, so a client cannot tell unknown users by a changing salt; no proof
+        can match its keys."""
+        key = self._decoy_secret_key()
+        return decoy_scram_secret(key, address, iterations=self._scram_iterations)
+
+    def cram_md5_secret(self, address: str) -> CramMd5Secret | None:
+        """The CRAM-MD5 value of an enabled user who has one, else None."""
+        return read_cram_md5(self._secret_column("cram_md5", address))
+
+    def is_disabled(self, address: str) -> bool:
+        """True only for an existing, disabled account (tokens name users the IdP knows;
+        a local account the operator disabled must not log in with one either)."""
+        try:
+            canonical = canonical_account_address(address)
+        except AccountError:
+            return False
+        rows = self._fetch("SELECT disabled FROM accounts WHERE address = ?", (canonical,))
+        return bool(rows and rows[0][0])
+
+    def missing_secret_reason(self, address: str, mechanism: str) -> str:
+        """Why ``mechanism``'s secret lookup gave None, for the log line."""
+        try:
+            canonical = canonical_account_address(address)
+        except AccountError as exc:
+            return str(exc)
+        rows = self._fetch("SELECT disabled FROM accounts WHERE address = ?", (canonical,))
+        if not rows:
+            return f"no user {canonical}"
+        if rows[0][0]:
+            return f"user {canonical} is disabled"
+        return f"user {canonical} has no {mechanism} secret: set the password again"
 
     async def verify_async(self, address: str, password: str) -> bool:
         """``verify`` in this store's bounded thread pool, so argon2 never blocks the loop."""
@@ -289,6 +389,46 @@ class UserStore:
             return self._hasher.verify(stored_hash, password)
         except (VerificationError, InvalidHashError):
             return False
+
+    def _forms(self, password: str, *, cram_md5: bool) -> StoredForms:
+        return password_forms(password, scram_iterations=self._scram_iterations, cram_md5=cram_md5)
+
+    def _fill_scram_secret(self, canonical: str, password: str) -> None:
+        # Users from before SCRAM support get their secret at their next good login; the
+        # condition keeps a concurrent set_password's secret.
+        if self._secret_column("scram_sha256", canonical) is not None:
+            return
+        scram = self._forms(password, cram_md5=False).scram_sha256
+        if scram is not None:
+            with contextlib.suppress(AccountError):
+                self._execute(
+                    "UPDATE accounts SET scram_sha256 = ? WHERE address = ?"
+                    " AND scram_sha256 IS NULL",
+                    (scram, canonical),
+                )
+
+    def _secret_column(self, column: str, address: str) -> str | None:
+        try:
+            canonical = canonical_account_address(address)
+        except AccountError:
+            return None
+        rows = self._fetch(
+            f"SELECT {column} FROM accounts WHERE address = ? AND disabled = 0",
+            (canonical,),
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def _decoy_secret_key(self) -> bytes:
+        if self._decoy_key is None:
+            candidate = secrets.token_bytes(32)
+            # INSERT OR IGNORE then read: every process sharing the file uses one key.
+            self._execute(
+                "INSERT OR IGNORE INTO store_secrets (name, value) VALUES ('scram_decoy', ?)",
+                (candidate,),
+            )
+            rows = self._fetch("SELECT value FROM store_secrets WHERE name = 'scram_decoy'", ())
+            self._decoy_key = bytes(rows[0][0])
+        return self._decoy_key
 
     def _dummy(self) -> str:
         # Made lazily with this store's hasher, so its cost matches real hashes; a race
@@ -324,3 +464,25 @@ class UserStore:
                 return self._db.execute(sql, parameters).fetchall()
         except sqlite3.Error as exc:
             raise AccountError(f"user database {self._path}: {exc}") from exc
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring the schema to the newest version. BEGIN IMMEDIATE takes the write lock
+    first, so when the CLI and the server open an old file at once only one migrates
+    and the other sees the new version."""
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    if version >= _MIGRATIONS[-1][0]:
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        for target, script in _MIGRATIONS:
+            if version < target:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {target:d}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise

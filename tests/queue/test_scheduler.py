@@ -53,7 +53,7 @@ def make_scheduler(
     max_lifetime: float = 86400,
     concurrency: int = 4,
 ) -> Scheduler:
-    def route(address: str) -> Route:
+    def route(address: str, sender: str = "") -> Route:
         return Route(transport, destination or address.rpartition("@")[2])  # type: ignore[arg-type]
 
     return Scheduler(
@@ -218,7 +218,7 @@ async def test_routing_failure_defers_only_that_recipient(
 ) -> None:
     transport = ScriptedTransport(RecipientStatus.DELIVERED)
 
-    def route(address: str) -> Route:
+    def route(address: str, sender: str = "") -> Route:
         if address.startswith("broken"):
             raise LookupError("alias table unreadable")
         return Route(transport, "x")
@@ -281,7 +281,7 @@ async def test_run_delivers_on_wake_and_stops(tmp_path: Path) -> None:
     maildir = tmp_path / "bob"
     scheduler = Scheduler(
         store,
-        lambda address: Route(MaildirTransport(lambda _: maildir), "local"),
+        lambda address, sender="": Route(MaildirTransport(lambda _: maildir), "local"),
         retry_schedule=[60],
         max_lifetime=3600,
         lease_seconds=60,
@@ -311,3 +311,14 @@ async def test_invalid_parameters_are_refused(store: SqliteStore) -> None:
         make_scheduler(store, ScriptedTransport(RecipientStatus.DELIVERED), retry_schedule=())
     with pytest.raises(ValueError):
         make_scheduler(store, ScriptedTransport(RecipientStatus.DELIVERED), concurrency=0)
+    with pytest.raises(ValueError):
+        Scheduler(
+            store,
+            lambda address, sender="": Route(ScriptedTransport(RecipientStatus.DELIVERED), "x"),
+            retry_schedule=[60],
+            max_lifetime=3600,
+            lease_seconds=60,
+            concurrency=1,
+            owner="n",
+            delay_warning_after=-1,
+        )

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from postgate.sasl import MECHANISMS, UNKNOWN_MECHANISM, SaslError, make_mechanism
+from postgate.sasl import (
+    MECHANISMS,
+    TOKEN_MECHANISMS,
+    UNKNOWN_MECHANISM,
+    SaslError,
+    make_mechanism,
+)
 
 
-@pytest.mark.parametrize("name", ["PLAIN", "plain", "LOGIN", "Login"])
+@pytest.mark.parametrize(
+    "name",
+    ["PLAIN", "plain", "LOGIN", "Login", "SCRAM-SHA-256", "xoauth2", "OAUTHBEARER", "cram-md5"],
+)
 def test_known_names(name: str) -> None:
     assert make_mechanism(name).name == name.upper()
 
 
-@pytest.mark.parametrize("name", ["CRAM-MD5", "GSSAPI", "", "PLAIN "])
+@pytest.mark.parametrize("name", ["GSSAPI", "SCRAM-SHA-256-PLUS", "DIGEST-MD5", "", "PLAIN "])
 def test_unknown_names_raise_504(name: str) -> None:
     with pytest.raises(SaslError) as raised:
         make_mechanism(name)
@@ -22,4 +31,12 @@ def test_unknown_names_raise_504(name: str) -> None:
 
 def test_each_call_makes_a_fresh_exchange() -> None:
     assert make_mechanism("PLAIN") is not make_mechanism("PLAIN")
-    assert MECHANISMS == ("PLAIN", "LOGIN")
+    assert set(MECHANISMS) == {
+        "PLAIN",
+        "LOGIN",
+        "SCRAM-SHA-256",
+        "OAUTHBEARER",
+        "XOAUTH2",
+        "CRAM-MD5",
+    }
+    assert {"OAUTHBEARER", "XOAUTH2"} == TOKEN_MECHANISMS

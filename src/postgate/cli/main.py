@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from postgate import __version__
-from postgate.cli import config_cmd, queue_cmd, serve, users_cmd
+from postgate.cli import config_cmd, queue_cmd, send_cmd, serve, users_cmd
 from postgate.cli.common import CliError
 
 DEFAULT_CONFIG_LOCATIONS = (Path("postgate.toml"), Path("/etc/postgate/postgate.toml"))
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd.register(commands)
     users_cmd.register(commands)
     queue_cmd.register(commands)
+    send_cmd.register(commands)
     _accept_config_everywhere(parser)
     return parser
 

@@ -323,6 +323,57 @@ class DeliveryConfig:
         default=(),
         metadata=_key(v.dns_servers, "Resolvers to use; empty means the system resolver"),
     )
+    relay_username: str | None = field(
+        default=None,
+        metadata=_key(v.text, "AUTH user name at the relay host(s); sent only over TLS"),
+    )
+    relay_password_file: Path | None = field(
+        default=None,
+        metadata=_key(v.path, "File holding the relay password (first line), mode 0600"),
+    )
+    sender_relay_hosts: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata=_key(
+            v.domain_map(v.relay_host, '"[host]:port"'),
+            "Relay host per sender domain; overrides relay_host for that domain's mail",
+        ),
+    )
+    smtp_port: int = field(
+        default=25,
+        metadata=_key(v.port, "Port used at MX hosts (25 on the internet; others for tests)"),
+    )
+    tls_policy: str = field(
+        default="may",
+        metadata=_key(
+            v.choice("none", "may", "verify"),
+            "Outbound TLS: may (opportunistic), verify (required, valid cert), none",
+        ),
+    )
+    tls_policy_domains: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata=_key(
+            v.domain_map(v.choice("none", "may", "verify"), '"none" | "may" | "verify"'),
+            "Outbound TLS mode per destination domain",
+        ),
+    )
+    max_connections_per_destination: int = field(
+        default=10,
+        metadata=_key(v.positive_int, "Concurrent connections to one destination"),
+    )
+    connect_timeout: float = field(
+        default=30.0,
+        metadata=_key(v.duration, "Time allowed to connect to a remote host", to_toml=_DURATION),
+    )
+    command_timeout: float = field(
+        default=300.0,
+        metadata=_key(v.duration, "Time allowed for each remote reply", to_toml=_DURATION),
+    )
+    connection_reuse_time: float = field(
+        default=5.0,
+        metadata=_key(
+            v.duration, "How long an idle outbound connection is kept for reuse", to_toml=_DURATION
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -300,7 +300,7 @@ def catch_all(raw: object, env: ValueEnv) -> Mapping[str, str]:
 def sni_certificates(raw: object, env: ValueEnv) -> Mapping[str, tuple[Path, Path]]:
     if not isinstance(raw, dict):
         raise ValueError(
-            'must be a table of "hostname" = ["fullchain.pem", "privkey.pem"], ' f"got {show(raw)}"
+            f'must be a table of "hostname" = ["fullchain.pem", "privkey.pem"], got {show(raw)}'
         )
     pairs: dict[str, tuple[Path, Path]] = {}
     for name, files in raw.items():
@@ -311,6 +311,25 @@ def sni_certificates(raw: object, env: ValueEnv) -> Mapping[str, tuple[Path, Pat
         except ValueError as exc:
             raise EntryError(name, str(exc)) from None
     return MappingProxyType(pairs)
+
+
+def domain_map(
+    value: Callable[[object, ValueEnv], str], what: str
+) -> Callable[[object, ValueEnv], Mapping[str, str]]:
+    """A table of "domain" = value (e.g. per-domain relay hosts or TLS modes)."""
+
+    def parse(raw: object, env: ValueEnv) -> Mapping[str, str]:
+        if not isinstance(raw, dict):
+            raise ValueError(f'must be a table of "domain" = {what}, got {show(raw)}')
+        pairs: dict[str, str] = {}
+        for domain, item in raw.items():
+            try:
+                pairs[_domain(domain)] = value(item, env)
+            except ValueError as exc:
+                raise EntryError(domain, str(exc)) from None
+        return MappingProxyType(pairs)
+
+    return parse
 
 
 def _network(raw: object) -> IPNetwork:

@@ -85,7 +85,7 @@ class Scheduler:
     def __init__(
         self,
         store: Store,
-        route: Callable[[str], Route],
+        route: Callable[[str, str], Route],
         *,
         retry_schedule: Sequence[float],
         max_lifetime: float,
@@ -200,8 +200,10 @@ class Scheduler:
 
     def _finished(self, task: asyncio.Task[int]) -> None:
         self._in_flight.discard(task)
-        if self._saturated:
-            self._wake.set()
+        # Always look again: while the attempt ran, its recipients' due time was the
+        # lease expiry; the recorded outcome may have made them due much sooner
+        # (a deferral with a short backoff), or a slot is free for waiting work.
+        self._wake.set()
 
     async def _idle_delay(self) -> float:
         if self._saturated:
@@ -223,7 +225,7 @@ class Scheduler:
         unroutable: list[tuple[Route | None, list[LeasedRecipient]]] = []
         for recipient in leased:
             try:
-                route = self._route(recipient.address)
+                route = self._route(recipient.address, recipient.envelope.sender)
             except Exception:
                 log.exception("routing failed", queue_id=recipient.queue_id, to=recipient.address)
                 unroutable.append((None, [recipient]))

@@ -13,15 +13,15 @@ SYNOPSIS
 
 DESCRIPTION
     Implements the Store and NotificationOutbox protocols (queue.store) and
-    QueueAdmin (queue.admin) for one node. Two threads own the two connections, so no SQLite call ever blocks the
-    event loop:
+    QueueAdmin (queue.admin) for one node. Two threads own the two connections, so
+    no SQLite call ever blocks the event loop:
 
-    writer  every change (enqueue, lease, attempt result, operator action) goes
-            through queue.sqlite_writer, which commits concurrent requests together
-            (group commit: one fsync per batch).
-    reader  load_message, next_due_at, list_messages, get_message, status_log,
-            pending_notifications run on a one-thread executor with its own connection; WAL lets it read
-            while the writer writes.
+    writer  every change (enqueue, lease, attempt result, operator action,
+            notification done) goes through queue.sqlite_writer, which commits
+            concurrent requests together (group commit: one fsync per batch).
+    reader  load_message, next_due_at, list_messages, get_message, status_log
+            and pending_notifications run on a one-thread executor with its own
+            connection; WAL lets it read while the writer writes.
 
     The SQL itself is in queue.sqlite_ops and queue.sqlite_outbox, the tables in
     queue.sqlite_schema.
@@ -184,6 +184,12 @@ class SqliteStore:
 
     async def release(self, selector: Selector) -> int:
         return await self._admin(AdminAction.RELEASE, selector)
+
+    async def release_leases(self, owner: str) -> int:
+        """Hand back the leases a dead process of ``owner`` left behind (see
+        sqlite_ops.release_leases). Only call it for an owner name no live process uses."""
+        now = self._clock()
+        return await self._writer.run(lambda conn: sqlite_ops.release_leases(conn, owner, now))
 
     async def requeue(self, selector: Selector) -> int:
         return await self._admin(AdminAction.REQUEUE, selector)

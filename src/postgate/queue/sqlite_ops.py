@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from postgate.queue.admin import Selector
@@ -130,6 +130,17 @@ def lease_due(
     ]
     leased.sort(key=lambda r: (r.queue_id, r.recipient_id))
     return leased
+
+
+def release_leases(conn: sqlite3.Connection, owner: str, now: float) -> int:
+    """Make every live lease of ``owner`` due now; for a restarted node whose previous
+    process died holding them (its attempts can no longer report back)."""
+    cursor = conn.execute(
+        "UPDATE recipients SET lease_owner = NULL, lease_until = NULL, next_attempt_at = ?"
+        f" WHERE lease_owner = ? AND lease_until > ? AND status IN {_DUE_SQL}",
+        (now, owner, now),
+    )
+    return cursor.rowcount
 
 
 def record_attempt(

@@ -22,8 +22,8 @@ from postgate.sasl.model import (
     Challenge,
     Credentials,
     Failure,
+    Resumption,
     SaslStep,
-    StoredSecret,
 )
 
 USERNAME_CHALLENGE = Challenge(b"Username:")
@@ -62,7 +62,7 @@ class LoginMechanism:
             return self._password_received(line)
         raise wrong_state(self.name, "step")
 
-    def resume(self, secret: StoredSecret | None) -> SaslStep:
+    def resume(self, secret: Resumption | None) -> SaslStep:
         raise wrong_state(self.name, "resume")
 
     def _username_received(self, line: str, *, initial: bool) -> SaslStep:

@@ -24,8 +24,8 @@ from postgate.sasl.model import (
     Challenge,
     Credentials,
     Failure,
+    Resumption,
     SaslStep,
-    StoredSecret,
 )
 
 MALFORMED = Failure(501, "5.5.2", "malformed PLAIN message")
@@ -65,7 +65,7 @@ class PlainMechanism:
             raise wrong_state(self.name, "step")
         return self._finish(line, initial=False)
 
-    def resume(self, secret: StoredSecret | None) -> SaslStep:
+    def resume(self, secret: Resumption | None) -> SaslStep:
         raise wrong_state(self.name, "resume")
 
     def _finish(self, text: str, *, initial: bool) -> SaslStep:

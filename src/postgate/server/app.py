@@ -30,10 +30,12 @@ import structlog
 from postgate.accounts import UserStore
 from postgate.config import Config, ConfigError, ListenerConfig, ListenerRole, load_config
 from postgate.delivery.base import Route
+from postgate.delivery.bounces import Notifier
+from postgate.dns.resolver import Resolver
 from postgate.queue.scheduler import Scheduler
 from postgate.queue.sqlite import SqliteStore
 from postgate.routing import AliasTable, Router, RoutingError, load_alias_file
-from postgate.server.routes import build_route_function
+from postgate.server.routes import RemoteTransports, RouteConfigError, build_route_function
 from postgate.server.services import Services
 from postgate.server.session import SmtpSessionProtocol
 from postgate.server.tls import TlsContextHolder, TlsError, switching_context
@@ -144,6 +146,11 @@ async def run_server(
         raise
     users = _open_users(config)
     store = await _open_store(config)
+    resolver = Resolver(config.delivery.dns_servers)
+    try:
+        remote = RemoteTransports.build(config, resolver)
+    except RouteConfigError as exc:
+        raise StartupError(str(exc)) from None
     loop = asyncio.get_running_loop()
     scheduler_holder: list[Scheduler] = []
     services = _build_services(
@@ -152,20 +159,37 @@ async def run_server(
         users,
         tls,
         aliases,
+        remote,
         on_message_queued=lambda: scheduler_holder[0].wake() if scheduler_holder else None,
         previous=None,
     )
     # Sessions and the scheduler read the *current* services when they start work;
     # SIGHUP swaps in a new one (invariant 7: a session keeps the config it began with).
     current = [services]
+    # One owner name per node: a restarted node takes back at once the leases its
+    # killed predecessor held, instead of waiting for them to expire (invariant 2
+    # still holds: that process is gone). Other nodes' leases are left to expire.
+    owner = config.hostname
+    reclaimed = await store.release_leases(owner)
+    if reclaimed:
+        log.info("reclaimed leases of a previous run", recipients=reclaimed)
+    notifier = Notifier(
+        store,
+        reporting_mta=config.hostname,
+        postmaster=config.routing.postmaster or f"postmaster@{config.routing.local_domains[0]}",
+        on_enqueued=lambda: scheduler_holder[0].wake() if scheduler_holder else None,
+        max_lifetime=config.queue.max_lifetime,
+    )
     scheduler = Scheduler(
         store,
-        lambda address: _route(current[0], address),
+        lambda address, sender: _route(current[0], address, sender),
         retry_schedule=config.queue.retry_schedule,
         max_lifetime=config.queue.max_lifetime,
         lease_seconds=config.queue.lease_seconds,
         concurrency=config.queue.delivery_concurrency,
-        owner=f"{config.hostname}:{os.getpid()}",
+        owner=owner,
+        delay_warning_after=config.queue.delay_warning_after,
+        on_outcome=lambda leased, result: notifier.wake(),
     )
     scheduler_holder.append(scheduler)
     servers: list[asyncio.base_events.Server] = []
@@ -182,10 +206,11 @@ async def run_server(
             )
             servers.append(server)
     scheduler_task = loop.create_task(scheduler.run())
+    notifier_task = loop.create_task(notifier.run())
 
     def reload() -> None:
         try:
-            current[0] = _reload(current[0], store, users)
+            current[0] = _reload(current[0], store, users, remote)
         except (StartupError, ConfigError) as exc:
             log.error("reload failed, keeping the running configuration", reason=str(exc))
 
@@ -211,9 +236,12 @@ async def run_server(
             for task in sessions:
                 task.cancel()
         await scheduler.stop()
-        scheduler_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await scheduler_task
+        await notifier.stop()
+        for task in (scheduler_task, notifier_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await remote.close()
         await store.close()
         users.close()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -222,9 +250,9 @@ async def run_server(
         log.info("stopped")
 
 
-def _route(services: Services, address: str) -> Route:
+def _route(services: Services, address: str, sender: str = "") -> Route:
     assert services.route is not None  # _build_services always sets it
-    return services.route(address)
+    return services.route(address, sender)
 
 
 def _implicit_tls_context(current: list[Services]) -> ssl.SSLContext:
@@ -242,6 +270,7 @@ def _build_services(
     users: UserStore,
     tls: TlsContextHolder | None,
     aliases: AliasTable,
+    remote: RemoteTransports,
     *,
     on_message_queued: Callable[[], None],
     previous: Services | None,
@@ -263,7 +292,7 @@ def _build_services(
         users=users,
         tls=tls,
         on_message_queued=on_message_queued,
-        route=build_route_function(config, router, users),
+        route=build_route_function(config, router, users, remote),
     )
     if previous is not None:
         services.queue_ids = previous.queue_ids
@@ -271,7 +300,9 @@ def _build_services(
     return services
 
 
-def _reload(running: Services, store: SqliteStore, users: UserStore) -> Services:
+def _reload(
+    running: Services, store: SqliteStore, users: UserStore, remote: RemoteTransports
+) -> Services:
     """SIGHUP: re-read the config file, alias table and certificates."""
     source = running.config.source
     if source is None:
@@ -281,12 +312,15 @@ def _reload(running: Services, store: SqliteStore, users: UserStore) -> Services
         log.warning("listener changes take effect only after a restart")
     if config.queue != running.config.queue:
         log.warning("queue settings take effect only after a restart")
+    if config.delivery != running.config.delivery:
+        log.warning("delivery settings other than maildir_root take effect after a restart")
     services = _build_services(
         config,
         store,
         users,
         _load_tls(config),
         _load_aliases(config),
+        remote,
         on_message_queued=running.on_message_queued,
         previous=running,
     )

@@ -41,7 +41,7 @@ class Services:
     on_message_queued: Callable[[], None] = lambda: None
     queue_ids: QueueIdGenerator = field(default_factory=QueueIdGenerator)
     connections: ConnectionCounter = field(default_factory=ConnectionCounter)
-    route: Callable[[str], Route] | None = None
+    route: Callable[[str, str], Route] | None = None
 
     def message_queued(self) -> None:
         self.on_message_queued()
