@@ -63,6 +63,11 @@ class ServerProcess:
     extra_config: str = ""
     routing_extra: str = ""
     queue_extra: str = ""
+    # Tests never ask the machine's resolver (it is not on loopback): DNS goes to a
+    # dead loopback port unless a test brings its own NSD, and the inbound
+    # SPF/DKIM/DMARC checks (which need DNS) are off unless a test turns them on.
+    delivery_extra: str = 'dns_servers = ["127.0.0.1:9"]'
+    mailauth_extra: str = "enabled = false"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,6 +141,12 @@ local_domains = ["{DOMAIN}"]
 
 [queue]
 {self.queue_extra}
+
+[delivery]
+{self.delivery_extra}
+
+[mailauth]
+{self.mailauth_extra}
 
 [log]
 format = "json"

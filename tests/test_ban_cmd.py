@@ -206,10 +206,6 @@ def auth_reply(server: ServerProcess, password: str) -> tuple[int, bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="needs config keys auth.lockout_db / auth.lockout_penalty_delay and the session "
-    "wiring (lead wires it)"
-)
 def test_server_bans_and_cli_lifts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     server = make_server(tmp_path / "postgate")
     server.extra_config = '\n[auth]\nlockout_max_failures = 3\nlockout_penalty_delay = "0s"\n'

@@ -19,10 +19,12 @@ from postgate.config import (
     Config,
     ConfigError,
     DeliveryConfig,
+    DkimConfig,
     LimitsConfig,
     ListenerConfig,
     ListenerRole,
     LogConfig,
+    MailauthConfig,
     QueueConfig,
     RoutingConfig,
     TlsConfig,
@@ -121,9 +123,13 @@ def test_default_config_text_parses_to_the_intended_values(tmp_path: Path) -> No
         routing=RoutingConfig(local_domains=("example.com", "xn--bcher-kva.example")),
         queue=QueueConfig(path=Path("/var/lib/pg/queue.db")),
         delivery=DeliveryConfig(maildir_root=Path("/var/lib/pg/mail")),
-        auth=AuthConfig(user_db=Path("/var/lib/pg/users.db")),
+        auth=AuthConfig(
+                user_db=Path("/var/lib/pg/users.db"), lockout_db=Path("/var/lib/pg/counters.db")
+            ),
         log=LogConfig(),
         source=tmp_path / "postgate.toml",
+        dkim=DkimConfig(key_dir=Path("/var/lib/pg/dkim")),
+        mailauth=MailauthConfig(),
     )
     # Every key is present in the starter file, set or commented out.
     for section in SECTIONS:

@@ -1,12 +1,7 @@
 """End to end: every SASL mechanism against a real postgate process, over TLS.
 
-The first tests pass today (AUTH sequencing is the smtp/ machine's job). The rest need
-the session to drive auth_exchange.AuthExchange and the config keys below; they are
-skipped until the lead wires them (then remove NEEDS_WIRING).
-
-Config keys assumed (see the issue 4 part A report):
-    [auth] mechanisms, allow_impersonation, scram_iterations
-    [auth.oauth] jwks, audience, issuer, user_claim, scope
+Config keys used: [auth] mechanisms, allow_impersonation, scram_iterations and
+oauth_jwks, oauth_audience, oauth_issuer, oauth_user_claim, oauth_scope.
 """
 
 from __future__ import annotations
@@ -30,10 +25,6 @@ from postgate.accounts import UserStore
 
 pytestmark = pytest.mark.slow
 
-NEEDS_WIRING = pytest.mark.skip(
-    reason="needs AuthExchange in server/session.py and config keys auth.allow_impersonation, "
-    "auth.scram_iterations, auth.oauth.* (lead wires it)"
-)
 KEY = rsa_key()
 ALL_MECHANISMS = ["SCRAM-SHA-256", "PLAIN", "LOGIN", "CRAM-MD5", "OAUTHBEARER", "XOAUTH2"]
 
@@ -110,13 +101,11 @@ def wired_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 mechanisms = [{mechanisms}]
 allow_impersonation = ["{BOB[0]}"]
 scram_iterations = 4096
-
-[auth.oauth]
-jwks = "{keys}"
-audience = "{AUDIENCE}"
-issuer = "{ISSUER}"
-user_claim = "email"
-scope = "mail"
+oauth_jwks = "{keys}"
+oauth_audience = "{AUDIENCE}"
+oauth_issuer = "{ISSUER}"
+oauth_user_claim = "email"
+oauth_scope = "mail"
 """,
     )
     # CRAM-MD5 is enabled here, so the operator would have set passwords with it.
@@ -132,13 +121,11 @@ scope = "mail"
         server.stop()
 
 
-@NEEDS_WIRING
 def test_every_enabled_mechanism_is_advertised_after_tls(wired_server: ServerProcess) -> None:
     with submission(wired_server) as client:
         assert client.esmtp_features["auth"].split() == ALL_MECHANISMS
 
 
-@NEEDS_WIRING
 def test_scram_sha256_with_server_final_as_334(wired_server: ServerProcess) -> None:
     scram = ScramClient(["SCRAM-SHA-256"], *ALICE)
     with submission(wired_server) as client:
@@ -152,7 +139,6 @@ def test_scram_sha256_with_server_final_as_334(wired_server: ServerProcess) -> N
     wired_server.wait_for_log(event="authenticated", user=ALICE[0], mechanism="SCRAM-SHA-256")
 
 
-@NEEDS_WIRING
 def test_scram_wrong_password_and_unknown_user(wired_server: ServerProcess) -> None:
     for user, password in ((ALICE[0], "wrong"), ("nobody@example.test", "x")):
         scram = ScramClient(["SCRAM-SHA-256"], user, password)
@@ -168,7 +154,6 @@ def test_scram_wrong_password_and_unknown_user(wired_server: ServerProcess) -> N
             assert (code, text[:5]) == (535, b"5.7.8")
 
 
-@NEEDS_WIRING
 def test_cram_md5_when_enabled(wired_server: ServerProcess) -> None:
     with submission(wired_server) as client:
         client.user, client.password = ALICE
@@ -182,7 +167,6 @@ def test_cram_md5_when_enabled(wired_server: ServerProcess) -> None:
         assert code == 535  # bob's password was set without cram_md5=True
 
 
-@NEEDS_WIRING
 def test_oauthbearer_and_xoauth2(wired_server: ServerProcess) -> None:
     token = KEY.sign(claims(ALICE[0]))
     with submission(wired_server) as client:
@@ -207,7 +191,6 @@ def test_oauthbearer_and_xoauth2(wired_server: ServerProcess) -> None:
     wired_server.wait_for_log(event="rejected", stage="auth", reply="535 5.7.8")
 
 
-@NEEDS_WIRING
 def test_impersonation_only_for_allowed_users(wired_server: ServerProcess) -> None:
     with submission(wired_server) as client:
         # bob is in auth.allow_impersonation: he may act as alice.

@@ -51,8 +51,8 @@ def world_server(
     return make_server(
         root,
         queue_extra='retry_schedule = ["1s"]',
-        extra_config=(
-            f'\n[delivery]\ndns_servers = ["{dns.nameserver}"]\nsmtp_port = {mx_port}\n'
+        delivery_extra=(
+            f'dns_servers = ["{dns.nameserver}"]\nsmtp_port = {mx_port}\n'
             f'connection_reuse_time = "2s"\n{delivery_extra}'
         ),
     )

@@ -37,14 +37,11 @@ def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsdServer]:
 
 @pytest.fixture
 def server(tmp_path: Path, nsd: NsdServer) -> Iterator[ServerProcess]:
-    extra = f"""
-[delivery]
-dns_servers = ["{nsd.nameserver}"]
-
-[mailauth]
-dmarc_enforcement = "reject"
-"""
-    process = make_server(tmp_path / "postgate", extra_config=extra)
+    process = make_server(
+        tmp_path / "postgate",
+        delivery_extra=f'dns_servers = ["{nsd.nameserver}"]',
+        mailauth_extra='dmarc_enforcement = "reject"',
+    )
     process.start()
     try:
         yield process
@@ -59,7 +56,6 @@ def message(sender: str) -> bytes:
     ).encode()
 
 
-@pytest.mark.skip(reason="needs config keys mailauth.* and the end-of-DATA wiring (lead wires it)")
 def test_dmarc_reject_and_authentication_results(server: ServerProcess) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["mx"], timeout=10) as client:
         client.ehlo("client.good.test")

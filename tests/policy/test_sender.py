@@ -236,7 +236,6 @@ def _tls_context() -> ssl.SSLContext:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="needs the sender checks wired into server/session.py (lead wires it)")
 def test_server_refuses_foreign_senders(server: ServerProcess) -> None:
     with smtplib.SMTP_SSL(
         "127.0.0.1", server.ports["submissions"], context=_tls_context(), timeout=30

@@ -13,7 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from postgate import __version__
-from postgate.cli import config_cmd, queue_cmd, send_cmd, serve, users_cmd
+from postgate.cli import (
+    audit_cmd,
+    ban_cmd,
+    config_cmd,
+    dkim_cmd,
+    dns_cmd,
+    queue_cmd,
+    send_cmd,
+    serve,
+    users_cmd,
+)
 from postgate.cli.common import CliError
 
 DEFAULT_CONFIG_LOCATIONS = (Path("postgate.toml"), Path("/etc/postgate/postgate.toml"))
@@ -61,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     users_cmd.register(commands)
     queue_cmd.register(commands)
     send_cmd.register(commands)
+    ban_cmd.register(commands)
+    audit_cmd.register(commands)
+    dkim_cmd.register(commands)
+    dns_cmd.register(commands)
     _accept_config_everywhere(parser)
     return parser
 

@@ -45,10 +45,12 @@ def register(commands: Any) -> None:
     listing.set_defaults(handler=run_list)
 
 
-def _open(args: argparse.Namespace) -> UserStore:
+def _open(args: argparse.Namespace) -> tuple[UserStore, bool]:
+    """The user store, and whether CRAM-MD5 secrets must be kept (the mechanism is on)."""
     config = load(args)
     config.auth.user_db.parent.mkdir(parents=True, exist_ok=True)
-    return UserStore.open(config.auth.user_db)
+    users = UserStore.open(config.auth.user_db, scram_iterations=config.auth.scram_iterations)
+    return users, "CRAM-MD5" in config.auth.mechanisms
 
 
 def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -70,12 +72,12 @@ def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
 
 def _change(args: argparse.Namespace, *, create: bool) -> int:
     password, generated = _read_password(args)
-    users = _open(args)
+    users, cram_md5 = _open(args)
     try:
         if create:
-            users.add(args.address, password)
+            users.add(args.address, password, cram_md5=cram_md5)
         else:
-            users.set_password(args.address, password)
+            users.set_password(args.address, password, cram_md5=cram_md5)
     except AccountError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -94,7 +96,7 @@ def run_passwd(args: argparse.Namespace) -> int:
 
 
 def run_del(args: argparse.Namespace) -> int:
-    users = _open(args)
+    users, _ = _open(args)
     try:
         users.delete(args.address)
     except AccountError as exc:
@@ -106,7 +108,7 @@ def run_del(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    users = _open(args)
+    users, _ = _open(args)
     try:
         accounts = users.list()
     finally:

@@ -386,9 +386,146 @@ class AuthConfig:
             default_doc="<data_dir>/users.db",
         )
     )
+    lockout_db: Path = field(
+        metadata=_key(
+            v.path,
+            "Counters file shared by the server and `postgate ban` (failed AUTH, bans)",
+            default_from=_under_data_dir("counters.db"),
+            default_doc="<data_dir>/counters.db",
+        )
+    )
     mechanisms: tuple[str, ...] = field(
         default=("PLAIN", "LOGIN"),
         metadata=_key(v.names_from(SASL_MECHANISMS), "SASL mechanisms offered after TLS"),
+    )
+    lockout_max_failures: int = field(
+        default=3, metadata=_key(v.positive_int, "Failed AUTH attempts that start a ban")
+    )
+    lockout_window: float = field(
+        default=900.0,
+        metadata=_key(v.duration, "Time in which those failures are counted", to_toml=_DURATION),
+    )
+    lockout_ban_time: float = field(
+        default=900.0,
+        metadata=_key(v.duration, "How long a ban refuses AUTH", to_toml=_DURATION),
+    )
+    lockout_penalty_delay: float = field(
+        default=1.0,
+        metadata=_key(
+            v.duration_or_zero, "Delay per failure before a 535 reply", to_toml=_DURATION
+        ),
+    )
+    sender_owners: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata=_key(
+            v.sender_owners,
+            "Extra addresses or @domains each user may send as",
+            to_toml=lambda owners: {user: list(entries) for user, entries in owners.items()},
+        ),
+    )
+    allow_impersonation: tuple[str, ...] = field(
+        default=(),
+        metadata=_key(
+            v.mailboxes,
+            "Logins that may act for another user through a SASL authzid",
+            to_toml=list,
+        ),
+    )
+    scram_iterations: int = field(
+        default=4096,
+        metadata=_key(v.scram_iterations, "PBKDF2 rounds for new SCRAM-SHA-256 secrets"),
+    )
+    oauth_jwks: str | None = field(
+        default=None,
+        metadata=_key(v.text, "Issuer public keys for XOAUTH2/OAUTHBEARER: file or https URL"),
+    )
+    oauth_audience: str | None = field(
+        default=None, metadata=_key(v.text, "Required 'aud' of bearer tokens")
+    )
+    oauth_issuer: str | None = field(
+        default=None, metadata=_key(v.text, "Required 'iss' of bearer tokens (unset: any)")
+    )
+    oauth_user_claim: str = field(
+        default="email",
+        metadata=_key(v.choice("email", "sub"), "Token claim that names the user"),
+    )
+    oauth_scope: str | None = field(
+        default=None, metadata=_key(v.text, "Scope named in the RFC 7628 error reply")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    key_dir: Path = field(
+        metadata=_key(
+            v.path,
+            "Private DKIM keys and their rotation state",
+            default_from=_under_data_dir("dkim"),
+            default_doc="<data_dir>/dkim",
+        )
+    )
+    sign: bool = field(
+        default=True,
+        metadata=_key(v.boolean, "Sign mail from users and trusted networks when keys exist"),
+    )
+    algorithms: tuple[str, ...] = field(
+        default=("RSA", "ED25519"),
+        metadata=_key(
+            v.names_from(("RSA", "ED25519")), "Key types keygen and rotation make", to_toml=list
+        ),
+    )
+    rotation_interval: float = field(
+        default=7_776_000.0,
+        metadata=_key(
+            v.duration_or_zero,
+            "Age of the signing key that starts a rotation (0: never)",
+            to_toml=_DURATION,
+        ),
+    )
+    overlap: float = field(
+        default=604_800.0,
+        metadata=_key(v.duration, "How long a replaced key stays published", to_toml=_DURATION),
+    )
+    check_interval: float = field(
+        default=3600.0,
+        metadata=_key(
+            v.duration, "How often DNS is checked to advance key rotation", to_toml=_DURATION
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MailauthConfig:
+    enabled: bool = field(
+        default=True,
+        metadata=_key(v.boolean, "Check SPF, DKIM, DMARC and ARC on mail from the internet"),
+    )
+    authserv_id: str | None = field(
+        default=None,
+        metadata=_key(v.hostname, "Name in Authentication-Results (unset: server.hostname)"),
+    )
+    spf: bool = field(default=True, metadata=_key(v.boolean, "Check SPF (RFC 7208)"))
+    dkim: bool = field(default=True, metadata=_key(v.boolean, "Verify DKIM signatures"))
+    dmarc: bool = field(default=True, metadata=_key(v.boolean, "Evaluate DMARC"))
+    arc: bool = field(default=True, metadata=_key(v.boolean, "Validate ARC chains"))
+    dmarc_enforcement: str = field(
+        default="quarantine",
+        metadata=_key(v.choice("reject", "quarantine", "record"), "What a DMARC failure leads to"),
+    )
+    tempfail_on_dns_error: bool = field(
+        default=True,
+        metadata=_key(v.boolean, "451 instead of guessing when DNS fails"),
+    )
+    spf_reject_fail: bool = field(
+        default=False, metadata=_key(v.boolean, "Reject SPF fail outright (550 5.7.23)")
+    )
+    lookup_timeout: float = field(
+        default=5.0,
+        metadata=_key(v.duration, "Time allowed for each DNS query", to_toml=_DURATION),
+    )
+    arc_seal: bool = field(
+        default=True,
+        metadata=_key(v.boolean, "ARC-seal mail that an alias forwards to another domain"),
     )
 
 
@@ -419,6 +556,8 @@ class Config:
     auth: AuthConfig
     log: LogConfig
     source: Path | None
+    dkim: DkimConfig | None = None  # None only in hand-built configs; the parser fills it
+    mailauth: MailauthConfig = field(default_factory=MailauthConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +580,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("queue", QueueConfig),
     Section("delivery", DeliveryConfig),
     Section("auth", AuthConfig),
+    Section("dkim", DkimConfig),
+    Section("mailauth", MailauthConfig),
     Section("log", LogConfig),
 )
 

@@ -139,6 +139,8 @@ def _read_document(reader: _Reader, document: Mapping[str, Any], base_dir: Path)
         auth=read["auth"],
         log=read["log"],
         source=None,
+        dkim=read["dkim"],
+        mailauth=read["mailauth"],
     )
 
 
@@ -260,7 +262,14 @@ def _check_tls_needed(reader: _Reader, listeners: tuple[ListenerConfig, ...]) ->
 def _check_auth_mechanisms(
     reader: _Reader, listeners: tuple[ListenerConfig, ...], auth: Any
 ) -> None:
-    if auth is None or auth.mechanisms:
+    if auth is None:
+        return
+    token_mechanisms = {"XOAUTH2", "OAUTHBEARER"} & set(auth.mechanisms)
+    if token_mechanisms and (auth.oauth_jwks is None or auth.oauth_audience is None):
+        names = " and ".join(sorted(token_mechanisms))
+        reason = f"{names} need auth.oauth_jwks and auth.oauth_audience to check tokens"
+        reader.problem(("auth", "mechanisms"), reason)
+    if auth.mechanisms:
         return
     if any(listener.role.requires_auth for listener in listeners):
         reason = "must not be empty while a submission listener requires AUTH"

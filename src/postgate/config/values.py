@@ -297,6 +297,39 @@ def catch_all(raw: object, env: ValueEnv) -> Mapping[str, str]:
     return MappingProxyType(pairs)
 
 
+def mailboxes(raw: object, env: ValueEnv) -> tuple[str, ...]:
+    items = _list_of(raw, "addresses")
+    return tuple(dict.fromkeys(_item(i, m, _mailbox) for i, m in enumerate(items)))
+
+
+def scram_iterations(raw: object, env: ValueEnv) -> int:
+    count = positive_int(raw, env)
+    if count < 4096:
+        # RFC 7677 4: at least 4096 iterations for SCRAM-SHA-256.
+        raise ValueError(f"must be at least 4096 (RFC 7677), got {count}")
+    return count
+
+
+def sender_owners(raw: object, env: ValueEnv) -> Mapping[str, tuple[str, ...]]:
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f'must be a table of "user" = ["address" or "@domain", ...], got {show(raw)}'
+        )
+    owners: dict[str, tuple[str, ...]] = {}
+    for user, entries in raw.items():
+        try:
+            owner = _mailbox(user)
+            if not isinstance(entries, list):
+                raise ValueError(f"must be a list of addresses or @domains, got {show(entries)}")
+            owners[owner.lower()] = tuple(
+                "@" + _domain(e[1:]) if isinstance(e, str) and e.startswith("@") else _mailbox(e)
+                for e in entries
+            )
+        except ValueError as exc:
+            raise EntryError(user, str(exc)) from None
+    return MappingProxyType(owners)
+
+
 def sni_certificates(raw: object, env: ValueEnv) -> Mapping[str, tuple[Path, Path]]:
     if not isinstance(raw, dict):
         raise ValueError(

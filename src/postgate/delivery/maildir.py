@@ -62,6 +62,19 @@ def _header_value(text: str) -> str:
     return text.replace("\r", "").replace("\n", "")
 
 
+# Maildir++ subfolder that IMAP servers (Dovecot, Courier) show as "Junk".
+JUNK_FOLDER = ".Junk"
+QUARANTINE_HEADER = b"x-postgate-quarantine:"
+
+
+def is_quarantined(message: bytes) -> bool:
+    """Whether the inbound checks marked this message for quarantine. The receiving
+    side removes any such field a sender wrote, so only ours can be present."""
+    end = message.find(b"\r\n\r\n")
+    section = b"\r\n" + (message if end < 0 else message[: end + 2]).lower()
+    return b"\r\n" + QUARANTINE_HEADER in section
+
+
 def _fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -119,7 +132,11 @@ class MaildirTransport:
         self, message: bytes, jobs: list[tuple[int, LeasedRecipient, Path]]
     ) -> list[tuple[int, AttemptResult]]:
         body = message.replace(b"\r\n", b"\n")
-        return [(index, self._write_one(body, rcpt, maildir)) for index, rcpt, maildir in jobs]
+        junk = is_quarantined(message)
+        return [
+            (index, self._write_one(body, rcpt, maildir / JUNK_FOLDER if junk else maildir))
+            for index, rcpt, maildir in jobs
+        ]
 
     def _write_one(self, body: bytes, recipient: LeasedRecipient, maildir: Path) -> AttemptResult:
         headers = (
@@ -176,6 +193,9 @@ class MaildirTransport:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 created = True
         if created:
+            if maildir.name == JUNK_FOLDER:
+                # Maildir++: a subfolder carries this marker file.
+                (maildir / "maildirfolder").touch(mode=0o600)
             # Make the new directories themselves survive a crash.
             _fsync_directory(maildir)
             _fsync_directory(maildir.parent)

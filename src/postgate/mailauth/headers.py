@@ -107,6 +107,19 @@ def remove_forged_authentication_results(message: bytes, authserv_id: str) -> by
     return b"".join(kept) + message[end_of_fields:]
 
 
+def remove_header_fields(message: bytes, name: bytes) -> bytes:
+    """Remove every header field called ``name`` (case-insensitive); the rest of the
+    message byte-for-byte. Used for fields only we may set, such as our quarantine
+    mark, which a sender must not be able to pre-set."""
+    wanted = name.lower()
+    fields, _ = split_header_fields(message)
+    kept = [raw for field_name, raw in fields if field_name.lower() != wanted]
+    if len(kept) == len(fields):
+        return message
+    end_of_fields = sum(len(raw) for _, raw in fields)
+    return b"".join(kept) + message[end_of_fields:]
+
+
 def _strip_comments_and_quotes(value: str) -> str:
     """Comments removed and each quoted-string replaced by "q", so display names
     cannot smuggle in an address and a quoted local part still has its domain."""

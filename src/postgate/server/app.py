@@ -29,12 +29,22 @@ import structlog
 
 from postgate.accounts import UserStore
 from postgate.config import Config, ConfigError, ListenerConfig, ListenerRole, load_config
+from postgate.counters import Counters, CountersError, open_counters
 from postgate.delivery.base import Route
 from postgate.delivery.bounces import Notifier
+from postgate.dkim.keys import Algorithm, KeyStore
+from postgate.dkim.manager import KeyManager, run_rotation
+from postgate.dkim.rotation import RotationPolicy
+from postgate.dkim.signer import DkimSigner
 from postgate.dns.resolver import Resolver
+from postgate.mailauth.inbound import Enforcement, InboundOptions
+from postgate.policy.lockout import Lockout, LockoutSettings
+from postgate.policy.sender import SenderPolicy, SenderRules
 from postgate.queue.scheduler import Scheduler
 from postgate.queue.sqlite import SqliteStore
 from postgate.routing import AliasTable, Router, RoutingError, load_alias_file
+from postgate.sasl.jwks import JwksError, load_jwks
+from postgate.sasl.tokens import TokenConfigError, TokenValidator
 from postgate.server.routes import RemoteTransports, RouteConfigError, build_route_function
 from postgate.server.services import Services
 from postgate.server.session import SmtpSessionProtocol
@@ -113,7 +123,7 @@ def _load_tls(config: Config) -> TlsContextHolder | None:
 def _open_users(config: Config) -> UserStore:
     try:
         config.auth.user_db.parent.mkdir(parents=True, exist_ok=True)
-        return UserStore.open(config.auth.user_db)
+        return UserStore.open(config.auth.user_db, scram_iterations=config.auth.scram_iterations)
     except Exception as exc:
         raise StartupError(f"auth.user_db: {config.auth.user_db}: {exc}") from None
 
@@ -124,6 +134,60 @@ async def _open_store(config: Config) -> SqliteStore:
         return await SqliteStore.open(config.queue.path)
     except Exception as exc:
         raise StartupError(f"queue.path: {config.queue.path}: {exc}") from None
+
+
+@dataclass
+class _Shared:
+    """What is built once per process and outlives config reloads: the stores with
+    their connections and pools, and the DKIM keys."""
+
+    store: SqliteStore
+    users: UserStore
+    resolver: Resolver
+    remote: RemoteTransports
+    counters: Counters
+    keys: KeyStore
+    signer: DkimSigner
+
+
+async def _open_counters(config: Config) -> Counters:
+    try:
+        config.auth.lockout_db.parent.mkdir(parents=True, exist_ok=True)
+        return await open_counters(config.auth.lockout_db)
+    except (CountersError, OSError) as exc:
+        raise StartupError(f"auth.lockout_db: {exc}") from None
+
+
+async def _load_tokens(config: Config) -> TokenValidator | None:
+    auth = config.auth
+    if auth.oauth_jwks is None or auth.oauth_audience is None:
+        return None
+    try:
+        keys = await load_jwks(auth.oauth_jwks)
+        return TokenValidator(
+            keys,
+            audience=auth.oauth_audience,
+            issuer=auth.oauth_issuer,
+            user_claim=auth.oauth_user_claim,
+            scope=auth.oauth_scope,
+        )
+    except (JwksError, TokenConfigError) as exc:
+        raise StartupError(f"auth.oauth_jwks: {exc}") from None
+
+
+def _dkim_keys(config: Config) -> KeyStore:
+    assert config.dkim is not None  # the parser always fills it
+    return KeyStore(config.dkim.key_dir)
+
+
+def _key_manager(config: Config, keys: KeyStore) -> KeyManager:
+    assert config.dkim is not None
+    policy = RotationPolicy(
+        overlap=config.dkim.overlap,
+        rotation_interval=config.dkim.rotation_interval,
+        algorithms=tuple(Algorithm(name.lower()) for name in config.dkim.algorithms),
+    )
+    return KeyManager(keys, policy=policy)
 
 
 async def run_server(
@@ -144,6 +208,7 @@ async def run_server(
             for sock in item.sockets:
                 sock.close()
         raise
+    tokens = await _load_tokens(config)
     users = _open_users(config)
     store = await _open_store(config)
     resolver = Resolver(config.delivery.dns_servers)
@@ -151,15 +216,24 @@ async def run_server(
         remote = RemoteTransports.build(config, resolver)
     except RouteConfigError as exc:
         raise StartupError(str(exc)) from None
+    keys = _dkim_keys(config)
+    shared = _Shared(
+        store=store,
+        users=users,
+        resolver=resolver,
+        remote=remote,
+        counters=await _open_counters(config),
+        keys=keys,
+        signer=DkimSigner(keys),
+    )
     loop = asyncio.get_running_loop()
     scheduler_holder: list[Scheduler] = []
     services = _build_services(
         config,
-        store,
-        users,
+        shared,
         tls,
         aliases,
-        remote,
+        tokens,
         on_message_queued=lambda: scheduler_holder[0].wake() if scheduler_holder else None,
         previous=None,
     )
@@ -205,17 +279,36 @@ async def run_server(
                 ssl_handshake_timeout=30.0 if implicit_tls else None,
             )
             servers.append(server)
-    scheduler_task = loop.create_task(scheduler.run())
-    notifier_task = loop.create_task(notifier.run())
+    rotation_stop = asyncio.Event()
+    assert config.dkim is not None
+    background = [
+        loop.create_task(scheduler.run()),
+        loop.create_task(notifier.run()),
+        loop.create_task(
+            run_rotation(
+                _key_manager(config, keys),
+                resolver,
+                interval=config.dkim.check_interval,
+                stop=rotation_stop,
+            )
+        ),
+    ]
 
-    def reload() -> None:
+    async def reload() -> None:
         try:
-            current[0] = _reload(current[0], store, users, remote)
+            current[0] = await _reload(current[0], shared)
         except (StartupError, ConfigError) as exc:
             log.error("reload failed, keeping the running configuration", reason=str(exc))
 
+    reloads: set[asyncio.Task[None]] = set()
+
+    def start_reload() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGHUP, start_reload)
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
@@ -237,11 +330,13 @@ async def run_server(
                 task.cancel()
         await scheduler.stop()
         await notifier.stop()
-        for task in (scheduler_task, notifier_task):
+        rotation_stop.set()
+        for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await remote.close()
+        await shared.counters.close()
         await store.close()
         users.close()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -264,13 +359,29 @@ def _implicit_tls_context(current: list[Services]) -> ssl.SSLContext:
     return switching_context(context_for)
 
 
+def _inbound_options(config: Config) -> InboundOptions | None:
+    checks = config.mailauth
+    if not checks.enabled:
+        return None
+    return InboundOptions(
+        authserv_id=checks.authserv_id or config.hostname,
+        spf_enabled=checks.spf,
+        dkim_enabled=checks.dkim,
+        dmarc_enabled=checks.dmarc,
+        arc_enabled=checks.arc,
+        dmarc_enforcement=Enforcement(checks.dmarc_enforcement),
+        tempfail_on_dns_error=checks.tempfail_on_dns_error,
+        spf_reject_fail=checks.spf_reject_fail,
+        lookup_timeout=checks.lookup_timeout,
+    )
+
+
 def _build_services(
     config: Config,
-    store: SqliteStore,
-    users: UserStore,
+    shared: _Shared,
     tls: TlsContextHolder | None,
     aliases: AliasTable,
-    remote: RemoteTransports,
+    tokens: TokenValidator | None,
     *,
     on_message_queued: Callable[[], None],
     previous: Services | None,
@@ -281,18 +392,34 @@ def _build_services(
             aliases=aliases,
             catch_all=config.routing.catch_all,
             postmaster=config.routing.postmaster,
-            mailbox_exists=users.exists,
+            mailbox_exists=shared.users.exists,
         )
     except RoutingError as exc:
         raise StartupError(f"routing: {exc}") from None
+    auth = config.auth
     services = Services(
         config=config,
-        store=store,
+        store=shared.store,
         router=router,
-        users=users,
+        users=shared.users,
         tls=tls,
         on_message_queued=on_message_queued,
-        route=build_route_function(config, router, users, remote),
+        route=build_route_function(config, router, shared.users, shared.remote),
+        lockout=Lockout(
+            shared.counters,
+            LockoutSettings(
+                max_failures=auth.lockout_max_failures,
+                window=auth.lockout_window,
+                ban_time=auth.lockout_ban_time,
+                penalty_delay=auth.lockout_penalty_delay,
+            ),
+        ),
+        sender_policy=SenderPolicy(SenderRules(auth.sender_owners), router),
+        tokens=tokens,
+        resolver=shared.resolver,
+        inbound=_inbound_options(config),
+        signer=shared.signer if config.dkim is not None and config.dkim.sign else None,
+        dkim_keys=shared.keys,
     )
     if previous is not None:
         services.queue_ids = previous.queue_ids
@@ -300,27 +427,21 @@ def _build_services(
     return services
 
 
-def _reload(
-    running: Services, store: SqliteStore, users: UserStore, remote: RemoteTransports
-) -> Services:
-    """SIGHUP: re-read the config file, alias table and certificates."""
+async def _reload(running: Services, shared: _Shared) -> Services:
+    """SIGHUP: re-read the config file, alias table, certificates and token keys."""
     source = running.config.source
     if source is None:
         raise StartupError("the running configuration did not come from a file")
     config = load_config(source)
-    if config.listeners != running.config.listeners:
-        log.warning("listener changes take effect only after a restart")
-    if config.queue != running.config.queue:
-        log.warning("queue settings take effect only after a restart")
-    if config.delivery != running.config.delivery:
-        log.warning("delivery settings other than maildir_root take effect after a restart")
+    for section in ("listeners", "queue", "delivery", "dkim"):
+        if getattr(config, section) != getattr(running.config, section):
+            log.warning("changes take effect only after a restart", section=section)
     services = _build_services(
         config,
-        store,
-        users,
+        shared,
         _load_tls(config),
         _load_aliases(config),
-        remote,
+        await _load_tokens(config),
         on_message_queued=running.on_message_queued,
         previous=running,
     )

@@ -13,12 +13,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from postgate.accept.pipeline import AcceptPipeline
 from postgate.accounts import UserStore
 from postgate.config import Config
 from postgate.delivery.base import Route
+from postgate.dkim.keys import KeyStore
+from postgate.dkim.signer import DkimSigner
+from postgate.dns.resolver import Resolver
+from postgate.mailauth.inbound import InboundOptions
+from postgate.policy.lockout import Lockout
+from postgate.policy.sender import SenderPolicy
 from postgate.queue.ids import QueueIdGenerator
 from postgate.queue.store import Store
 from postgate.routing import Router
+from postgate.sasl.tokens import TokenValidator
 from postgate.server.tls import TlsContextHolder
 
 
@@ -42,6 +50,26 @@ class Services:
     queue_ids: QueueIdGenerator = field(default_factory=QueueIdGenerator)
     connections: ConnectionCounter = field(default_factory=ConnectionCounter)
     route: Callable[[str, str], Route] | None = None
+    lockout: Lockout | None = None
+    sender_policy: SenderPolicy | None = None
+    tokens: TokenValidator | None = None
+    resolver: Resolver | None = None
+    inbound: InboundOptions | None = None  # None: no inbound SPF/DKIM/DMARC/ARC checks
+    signer: DkimSigner | None = None  # None: no DKIM signing
+    dkim_keys: KeyStore | None = None
+    accept: AcceptPipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accept = AcceptPipeline(
+            hostname=self.config.hostname,
+            router=self.router,
+            sender_policy=self.sender_policy,
+            inbound=self.inbound,
+            resolver=self.resolver,
+            signer=self.signer,
+            keys=self.dkim_keys,
+            arc_seal_forwarded=self.config.mailauth.arc_seal,
+        )
 
     def message_queued(self) -> None:
         self.on_message_queued()

@@ -32,18 +32,14 @@ from typing import Any, cast
 
 import structlog
 
-from postgate.accept.headers import (
-    add_missing_submission_headers,
-    prepend_trace,
-    protocol_keyword,
-    received_header,
-)
-from postgate.accounts import AccountError, canonical_account_address
+from postgate.accept.pipeline import Arrival
+from postgate.auth_exchange import AuthExchange, SendChallenge, Succeeded
 from postgate.config import ListenerConfig, ListenerRole
+from postgate.policy.sender import sender_rejected_verdict
+from postgate.policy.verdict import Action, Verdict
 from postgate.queue.model import Envelope, EnvelopeRecipient
 from postgate.queue.store import QueueError
 from postgate.routing import RecipientCheck, RoutingError
-from postgate.sasl import Challenge, Credentials, Failure, SaslError, make_mechanism
 from postgate.server.services import Services
 from postgate.smtp import NEED_DATA, ServerConnection, SmtpLimits
 from postgate.smtp import events as ev
@@ -198,8 +194,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
             case ev.Hello():
                 self._on_hello(event)
             case ev.MailFrom():
-                self.txn = _Transaction(mail=event)
-                self.conn.respond(Reply(250, "2.1.0", "Ok"))
+                self._on_mail(event)
             case ev.RcptTo():
                 self._on_rcpt(event)
             case ev.DataRequested():
@@ -265,9 +260,39 @@ class SmtpSessionProtocol(asyncio.Protocol):
             )
         )
 
+    def _on_mail(self, event: ev.MailFrom) -> None:
+        policy = self.services.sender_policy
+        if (
+            self.user is not None
+            and policy is not None
+            and not policy.envelope_sender_allowed(self.user, event.address)
+        ):
+            self.txn = _Transaction()
+            self._reply_verdict(
+                sender_rejected_verdict(self.user),
+                stage="mail",
+                sender=event.address,
+                user=self.user,
+            )
+            return
+        self.txn = _Transaction(mail=event)
+        self.conn.respond(Reply(250, "2.1.0", "Ok"))
+
+    def _reply_verdict(self, verdict: Verdict, *, stage: str, **fields: Any) -> None:
+        """One reply and one log line for a refusing verdict (invariant 5)."""
+        self.conn.respond(Reply(verdict.code, verdict.enhanced, verdict.text))
+        self._log(
+            "rejected",
+            stage=stage,
+            reply=f"{verdict.code} {verdict.enhanced}",
+            reason=verdict.reason or verdict.text,
+            **fields,
+        )
+
     def _relay_allowed(self) -> bool:
-        if self.user is not None:
-            return True
+        return self.user is not None or self._trusted_network()
+
+    def _trusted_network(self) -> bool:
         try:
             ip = ipaddress.ip_address(self.peer_address)
         except ValueError:
@@ -350,43 +375,40 @@ class SmtpSessionProtocol(asyncio.Protocol):
         now = time.time()
         envelope = self._envelope(now)
         queue_id = self.services.queue_ids.new()
-        single = envelope.recipients[0].original if len(self.txn.recipients) == 1 else None
-        message = event.message
-        if self.user is not None:
-            message = add_missing_submission_headers(
-                message, hostname=self.config.hostname, queue_id=queue_id, now=now
-            )
-        trace = received_header(
-            helo=self.helo,
-            client_address=self.peer_address,
-            client_hostname=None,
-            hostname=self.config.hostname,
-            protocol=protocol_keyword(
-                extended=self.extended,
-                tls=self.conn.tls_active,
-                authenticated=self.user is not None,
-                smtputf8=envelope.smtputf8,
-            ),
+        trusted = self.user is None and self._trusted_network()
+        arrival = Arrival(
+            envelope=envelope,
             queue_id=queue_id,
-            recipient=single,
+            now=now,
+            helo=self.helo,
+            extended=self.extended,
+            tls_active=self.conn.tls_active,
             tls_version=self.tls_version,
             tls_cipher=self.tls_cipher,
-            now=now,
+            user=self.user,
+            trusted=trusted,
+            inbound=self.listener.role is ListenerRole.MX and self.user is None and not trusted,
+            single_recipient=(
+                envelope.recipients[0].original if len(self.txn.recipients) == 1 else None
+            ),
         )
-        message = prepend_trace(message, trace)
+        self.txn = _Transaction()
+        prepared = await self.services.accept.prepare(event.message, arrival)
+        if prepared.refusal is not None or prepared.message is None:
+            verdict = prepared.refusal or Verdict.tempfail(451, "4.3.0", "Try again later")
+            self._reply_verdict(verdict, stage="data", sender=envelope.sender, user=self.user)
+            return
+        message = prepared.message
         try:
             await self.services.store.enqueue(envelope, message, queue_id=queue_id)
         except QueueError as exc:
-            reply = Reply(451, "4.3.0", "Temporary queue failure, try again later")
-            self.conn.respond(reply)
-            self._log(
-                "rejected",
+            self._reply_verdict(
+                Verdict.tempfail(
+                    451, "4.3.0", "Temporary queue failure, try again later", f"queue: {exc}"
+                ),
                 stage="data",
-                reply="451 4.3.0",
-                reason=f"queue: {exc}",
                 sender=envelope.sender,
             )
-            self.txn = _Transaction()
             return
         self.conn.respond(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
         self.services.message_queued()
@@ -399,8 +421,10 @@ class SmtpSessionProtocol(asyncio.Protocol):
             user=self.user,
             tls=self.tls_version,
             bdat=event.via_bdat,
+            dkim_signed=prepared.signed_by,
+            auth=prepared.auth_results,
+            quarantine=prepared.quarantined or None,
         )
-        self.txn = _Transaction()
 
     async def _handshake(self) -> bool:
         """TLS handshake on the current transport; False if it failed (logged)."""
@@ -448,50 +472,60 @@ class SmtpSessionProtocol(asyncio.Protocol):
         return True
 
     async def _on_auth(self, event: ev.AuthRequested) -> None:
-        mechanism_name = event.mechanism.upper()
-        if mechanism_name not in self.config.auth.mechanisms:
-            self.conn.respond(Reply(504, "5.5.4", "Unrecognized authentication type"))
-            self._log(
-                "rejected",
-                stage="auth",
-                reply="504 5.5.4",
-                reason=f"mechanism {mechanism_name} not enabled",
-            )
-            return
-        try:
-            mechanism = make_mechanism(mechanism_name)
-        except SaslError:
-            self.conn.respond(Reply(504, "5.5.4", "Unrecognized authentication type"))
-            return
-        step = mechanism.start(event.initial_response)
-        while isinstance(step, Challenge):
-            self.conn.respond(Reply(334, "", base64.b64encode(step.data).decode("ascii")))
+        mechanism = event.mechanism.upper()
+        lockout = self.services.lockout
+        if lockout is not None:
+            # A banned client is refused before it can even send a guess.
+            verdict = await lockout.check(self.peer_address, None)
+            if verdict.action is not Action.CONTINUE:
+                self._reply_verdict(verdict, stage="auth", mechanism=mechanism)
+                return
+        exchange = AuthExchange(
+            mechanism,
+            users=self.services.users,
+            tokens=self.services.tokens,
+            hostname=self.config.hostname,
+            allow_impersonation=self.config.auth.allow_impersonation,
+            enabled=self.config.auth.mechanisms,
+        )
+        outcome = await exchange.start(event.initial_response)
+        while isinstance(outcome, SendChallenge):
+            self.conn.respond(Reply(334, "", base64.b64encode(outcome.data).decode("ascii")))
             line = await self._next_auth_line()
             if line is None:
                 return
-            step = mechanism.step(line)
-        if isinstance(step, Failure):
-            self.conn.respond(Reply(step.code, step.enhanced, step.text))
-            self._log(
-                "rejected",
-                stage="auth",
-                reply=f"{step.code} {step.enhanced}",
-                reason=step.text,
-                mechanism=mechanism_name,
-            )
+            outcome = await exchange.respond(line)
+        if isinstance(outcome, Succeeded):
+            await self._auth_succeeded(outcome, mechanism)
             return
-        if not isinstance(step, Credentials):
-            # Mechanisms that need stored secrets mid-exchange (SCRAM) are not enabled
-            # until they are wired here; refuse rather than guess.
-            self.conn.respond(Reply(504, "5.5.4", "Unrecognized authentication type"))
-            self._log(
-                "rejected",
-                stage="auth",
-                reply="504 5.5.4",
-                reason=f"mechanism {mechanism_name} step {type(step).__name__} unsupported",
-            )
-            return
-        await self._verify_credentials(step, mechanism_name)
+        if lockout is not None and outcome.code == 535:
+            penalty = await lockout.failed(self.peer_address, outcome.user or "")
+            if penalty.delay > 0:
+                await asyncio.sleep(penalty.delay)  # holds back only this session
+        self.conn.respond(Reply(outcome.code, outcome.enhanced, outcome.text))
+        self._log(
+            "rejected",
+            stage="auth",
+            reply=f"{outcome.code} {outcome.enhanced}",
+            reason=outcome.reason,
+            user=outcome.user,
+            mechanism=mechanism,
+        )
+
+    async def _auth_succeeded(self, outcome: Succeeded, mechanism: str) -> None:
+        lockout = self.services.lockout
+        if lockout is not None:
+            # During a ban even the right password is refused (the ban would be
+            # pointless if guessing right lifted it).
+            verdict = await lockout.check(self.peer_address, outcome.authcid or outcome.user)
+            if verdict.action is not Action.CONTINUE:
+                self._reply_verdict(verdict, stage="auth", user=outcome.user, mechanism=mechanism)
+                return
+            await lockout.succeeded(self.peer_address, outcome.authcid or outcome.user)
+        self.user = outcome.user
+        self.conn.authenticated(outcome.user)
+        self.conn.respond(Reply(235, "2.7.0", "Authentication successful"))
+        self._log("authenticated", user=self.user, mechanism=mechanism, note=outcome.reason or None)
 
     async def _next_auth_line(self) -> str | None:
         while True:
@@ -512,34 +546,3 @@ class SmtpSessionProtocol(asyncio.Protocol):
                 )
                 return None
             raise AssertionError(f"unexpected event during AUTH: {event!r}")
-
-    async def _verify_credentials(self, credentials: Credentials, mechanism: str) -> None:
-        if credentials.authzid and credentials.authzid.lower() != credentials.authcid.lower():
-            self.conn.respond(Reply(535, "5.7.8", "Authentication credentials invalid"))
-            self._log(
-                "rejected",
-                stage="auth",
-                reply="535 5.7.8",
-                user=credentials.authcid,
-                reason=f"authzid {credentials.authzid!r} differs from authcid",
-            )
-            return
-        ok = await self.services.users.verify_async(credentials.authcid, credentials.password)
-        if not ok:
-            self.conn.respond(Reply(535, "5.7.8", "Authentication credentials invalid"))
-            self._log(
-                "rejected",
-                stage="auth",
-                reply="535 5.7.8",
-                user=credentials.authcid,
-                reason="bad credentials",
-                mechanism=mechanism,
-            )
-            return
-        try:
-            self.user = canonical_account_address(credentials.authcid)
-        except AccountError:
-            self.user = credentials.authcid.lower()
-        self.conn.authenticated(self.user)
-        self.conn.respond(Reply(235, "2.7.0", "Authentication successful"))
-        self._log("authenticated", user=self.user, mechanism=mechanism)
