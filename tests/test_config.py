@@ -124,8 +124,8 @@ def test_default_config_text_parses_to_the_intended_values(tmp_path: Path) -> No
         queue=QueueConfig(path=Path("/var/lib/pg/queue.db")),
         delivery=DeliveryConfig(maildir_root=Path("/var/lib/pg/mail")),
         auth=AuthConfig(
-                user_db=Path("/var/lib/pg/users.db"), lockout_db=Path("/var/lib/pg/counters.db")
-            ),
+            user_db=Path("/var/lib/pg/users.db"), lockout_db=Path("/var/lib/pg/counters.db")
+        ),
         log=LogConfig(),
         source=tmp_path / "postgate.toml",
         dkim=DkimConfig(key_dir=Path("/var/lib/pg/dkim")),
