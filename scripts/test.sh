@@ -33,7 +33,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && command -v redis-server >/
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 fi
 
-.venv/bin/ruff check src tests
-.venv/bin/ruff format --check src tests
+.venv/bin/ruff check --no-cache src tests
+.venv/bin/ruff format --no-cache --check src tests
 .venv/bin/mypy
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
+import dkim
 import pytest
 
-import dkim
 from postgate.dkim.verify import DkimOutcome, DkimResult, auth_results_dkim, verify_dkim
 from postgate.dns.resolver import Resolver
 from tests.dkim.helpers import DATA, zone_txt

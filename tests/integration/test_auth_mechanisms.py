@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from scramp import ScramClient
+
+from postgate.accounts import UserStore
 from tests.conftest import ALICE, BOB, make_server
 from tests.sasl.jwt_keys import AUDIENCE, ISSUER, claims, jwks, rsa_key
 from tests.server_process import ServerProcess
-
-from postgate.accounts import UserStore
 
 pytestmark = pytest.mark.slow
 

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import ALICE, make_server
 from tests.fixtures.nsd import NsdServer, running_nsd
 from tests.fixtures.postfix import PostfixInstance, postfix_binary_or_skip

@@ -9,6 +9,7 @@ import ssl
 import time
 
 import pytest
+
 from tests.conftest import BOB
 from tests.server_process import ServerProcess
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import BOB, make_server
 from tests.server_process import ServerProcess
 

@@ -6,6 +6,7 @@ import smtplib
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import BOB
 from tests.fixtures.postfix import PostfixInstance, postfix_binary_or_skip
 from tests.integration.test_receive import as_stored, split_delivered

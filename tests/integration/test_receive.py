@@ -8,6 +8,7 @@ import ssl
 import subprocess
 
 import pytest
+
 from tests.conftest import ALICE, BOB, require_tool
 from tests.server_process import ServerProcess
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import make_server
-from tests.server_process import ServerProcess, wait_for
 
 from postgate.server.tls import generate_self_signed
+from tests.conftest import make_server
+from tests.server_process import ServerProcess, wait_for
 
 pytestmark = [
     pytest.mark.slow,

@@ -239,10 +239,9 @@ async def test_joined_with_the_dkim_verifier() -> None:
     verify_module = pytest.importorskip("postgate.dkim.verify")
     import base64
 
+    import dkim
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-
-    import dkim
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     pem = key.private_bytes(

@@ -39,6 +39,7 @@ import time
 from collections.abc import Sequence
 
 import dkim
+
 from postgate.dns import DnsError
 from postgate.mailauth.headers import split_header_fields
 from postgate.mailauth.lookup import MailauthResolver, bounded
