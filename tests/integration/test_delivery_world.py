@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.conftest import ALICE, make_server
 from tests.fixtures.nsd import NsdServer, running_nsd
@@ -275,3 +276,39 @@ async def test_sigkill_during_delivery_loses_nothing(dns: NsdServer, tmp_path: P
     assert len(acknowledged) == 1
     assert acknowledged[0].message.endswith(b"Hello.\r\n")
     assert [r["status"] for r in server.status_rows(queue_id)][-1] == "delivered"
+
+
+async def test_sender_domain_relay_host_with_auth(dns: NsdServer, tmp_path: Path) -> None:
+    """Mail from example.test goes through its configured relay host with AUTH over
+    STARTTLS (never MX), whatever the recipient domain."""
+    ca = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("relay.test").configure_cert(tls)
+    script = PeerScript(tls_context=tls, auth_users={"relay-user": "relay-secret"})
+    async with ScriptedPeer(script) as relay, ScriptedPeer(PeerScript()) as mx:
+        root = tmp_path / "pg"
+        root.mkdir()
+        (root / "relay-password").write_text("relay-secret\n")
+        server = await started(
+            world_server(
+                root,
+                dns,
+                mx.port,
+                'relay_username = "relay-user"\nrelay_password_file = "relay-password"\n'
+                f'sender_relay_hosts = {{ "example.test" = "[127.0.0.1]:{relay.port}" }}\n',
+            )
+        )
+        try:
+            queue_id = await asyncio.to_thread(submit, server, "rcpt@dest.test", "via-relay")
+            await relay.wait_for(1, timeout=30)
+            record = await asyncio.to_thread(
+                server.wait_for_log, 20.0, event="delivery", queue_id=queue_id
+            )
+        finally:
+            await asyncio.to_thread(server.stop)
+    transaction = relay.transactions[0]
+    assert transaction.tls and transaction.recipients == ["rcpt@dest.test"]
+    assert transaction.sender == ALICE[0]
+    assert any(command.upper().startswith("AUTH") for command in relay.commands)
+    assert record["status"] == "delivered"
+    assert mx.connections == 0
