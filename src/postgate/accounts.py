@@ -82,6 +82,7 @@ from postgate.sasl.stored import (
     read_cram_md5,
     read_scram,
 )
+from postgate.sqlite_file import open_private_database
 
 # RFC 5321 4.5.3.1.1 and 4.5.3.1.3 (path of 256 octets minus the angle brackets).
 MAX_LOCAL_PART_OCTETS = 64
@@ -197,23 +198,12 @@ class UserStore:
         if scram_iterations < MINIMUM_ITERATIONS:
             raise AccountError(f"SCRAM iteration count must be at least {MINIMUM_ITERATIONS}")
         try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            pass
+            connection = open_private_database(path, _SCHEMA)
         except OSError as exc:
-            raise AccountError(f"user database {path}: {exc.strerror}") from exc
-        else:
-            os.close(descriptor)
-        try:
-            connection = sqlite3.connect(
-                path, timeout=5.0, isolation_level=None, check_same_thread=False
-            )
+            raise AccountError(f"user database {path}: {exc.strerror or exc}") from exc
         except sqlite3.Error as exc:
             raise AccountError(f"user database {path}: {exc}") from exc
         try:
-            connection.execute("PRAGMA busy_timeout = 5000")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.executescript(_SCHEMA)
             _migrate(connection)
         except sqlite3.Error as exc:
             connection.close()

@@ -51,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +61,8 @@ from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from postgate.sqlite_file import open_private_database
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")
@@ -264,31 +265,14 @@ class SqliteCounters:
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        pass
+        connection = open_private_database(path, _SCHEMA)
     except OSError as exc:
-        raise CountersError(f"counters database {path}: {exc.strerror}") from exc
-    else:
-        os.close(descriptor)
-    try:
-        # Autocommit (isolation_level=None): every statement is its own short transaction,
-        # so the CLI and the server never hold a lock on each other for long.
-        connection = sqlite3.connect(
-            path, timeout=5.0, isolation_level=None, check_same_thread=False
-        )
+        raise CountersError(f"counters database {path}: {exc.strerror or exc}") from exc
     except sqlite3.Error as exc:
         raise CountersError(f"counters database {path}: {exc}") from exc
-    try:
-        connection.execute("PRAGMA busy_timeout = 5000")
-        connection.execute("PRAGMA journal_mode = WAL")
-        # Counters are not mail: losing the last few increments in a power cut is fine,
-        # so skip the fsync per write that FULL would cost.
-        connection.execute("PRAGMA synchronous = NORMAL")
-        connection.executescript(_SCHEMA)
-    except sqlite3.Error as exc:
-        connection.close()
-        raise CountersError(f"counters database {path}: {exc}") from exc
+    # Counters are not mail: losing the last few increments in a power cut is fine,
+    # so skip the fsync per write that FULL would cost.
+    connection.execute("PRAGMA synchronous = NORMAL")
     return connection
 
 
