@@ -61,11 +61,7 @@ def register(commands: Any) -> None:
 def _location(args: argparse.Namespace) -> str:
     if args.db:
         return str(args.db)
-    config = load(args)
-    # auth.lockout_db is proposed in this issue; until the config has it, the documented
-    # default is used.
-    configured = getattr(config.auth, "lockout_db", None)
-    return str(configured if configured is not None else config.data_dir / "counters.db")
+    return str(load(args).auth.lockout_db)
 
 
 async def _open(location: str) -> Counters | None:

@@ -86,20 +86,23 @@ def register(commands: Any) -> None:
 
 
 def key_dir(config: Config) -> Path:
-    """<data_dir>/dkim, or ``dkim.key_dir`` once the config has it."""
-    configured = getattr(getattr(config, "dkim", None), "key_dir", None)
-    return Path(configured) if configured else config.data_dir / "dkim"
+    """``dkim.key_dir`` (<data_dir>/dkim by default)."""
+    return config.dkim.key_dir if config.dkim is not None else config.data_dir / "dkim"
 
 
 def rotation_policy(config: Config) -> RotationPolicy:
-    """The rotation settings: the ``[dkim]`` section once the config has it."""
-    section = getattr(config, "dkim", None)
+    """The rotation settings of the ``[dkim]`` section."""
+    section = config.dkim
+    if section is None:
+        return RotationPolicy(
+            overlap=DEFAULT_OVERLAP,
+            rotation_interval=DEFAULT_ROTATION_INTERVAL,
+            algorithms=tuple(Algorithm(str(a).lower()) for a in DEFAULT_ALGORITHMS),
+        )
     return RotationPolicy(
-        overlap=float(getattr(section, "overlap", DEFAULT_OVERLAP)),
-        rotation_interval=float(getattr(section, "rotation_interval", DEFAULT_ROTATION_INTERVAL)),
-        algorithms=tuple(
-            Algorithm(str(a)) for a in getattr(section, "algorithms", DEFAULT_ALGORITHMS)
-        ),
+        overlap=section.overlap,
+        rotation_interval=section.rotation_interval,
+        algorithms=tuple(Algorithm(name.lower()) for name in section.algorithms),
     )
 
 

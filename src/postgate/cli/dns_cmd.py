@@ -65,7 +65,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _addresses(args: argparse.Namespace, config: Config) -> list[str]:
-    configured = getattr(config.delivery, "sending_addresses", ())
+    configured = config.delivery.sending_addresses
     addresses = [str(a) for a in (args.address or configured)]
     for address in addresses:
         try:

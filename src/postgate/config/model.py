@@ -323,6 +323,14 @@ class DeliveryConfig:
         default=(),
         metadata=_key(v.dns_servers, "Resolvers to use; empty means the system resolver"),
     )
+    sending_addresses: tuple[str, ...] = field(
+        default=(),
+        metadata=_key(
+            v.ip_addresses,
+            "Public IPs this server sends from (for `postgate dns records/check`: SPF, PTR)",
+            to_toml=list,
+        ),
+    )
     relay_username: str | None = field(
         default=None,
         metadata=_key(v.text, "AUTH user name at the relay host(s); sent only over TLS"),

@@ -297,6 +297,13 @@ def catch_all(raw: object, env: ValueEnv) -> Mapping[str, str]:
     return MappingProxyType(pairs)
 
 
+def ip_addresses(raw: object, env: ValueEnv) -> tuple[str, ...]:
+    items = _list_of(raw, "IP addresses")
+    return tuple(
+        dict.fromkeys(_item(i, a, lambda x: ip_address(x, env)) for i, a in enumerate(items))
+    )
+
+
 def mailboxes(raw: object, env: ValueEnv) -> tuple[str, ...]:
     items = _list_of(raw, "addresses")
     return tuple(dict.fromkeys(_item(i, m, _mailbox) for i, m in enumerate(items)))
