@@ -415,3 +415,19 @@ def test_two_processes_migrating_one_old_file_at_once(db_path: Path) -> None:
     with UserStore.open(db_path, hasher=cheap_hasher()) as users:
         users.set_password("old@example.org", PASSWORD, cram_md5=True)
         assert users.cram_md5_secret("old@example.org") is not None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "../../../../tmp/pwned@example.com",
+        "x/y@example.com",
+        ".hidden@example.com",
+        "a..b@example.com",
+    ],
+)
+def test_local_parts_that_could_escape_the_mailbox_root_are_refused(
+    tmp_path: Path, address: str
+) -> None:
+    with UserStore.open(tmp_path / "users.db") as users, pytest.raises(AccountError):
+        users.add(address, "a-long-password")

@@ -47,6 +47,8 @@ def test_init_writes_a_working_setup_and_shows_the_password_once(tmp_path: Path)
     assert password and len(password.group(1)) >= 16
     config = tmp_path / "var" / "postgate.toml"
     assert config.exists()
+    # postmaster must reach a person, or its mail would bounce (RFC 5321 4.5.1).
+    assert 'postmaster = "admin@example.test"' in config.read_text()
     assert (tmp_path / "var" / "tls" / "privkey.pem").stat().st_mode & 0o077 == 0
     assert "swaks --server 127.0.0.1:" in result.stdout
     again = postgate("init", "--dir", str(tmp_path / "var"))

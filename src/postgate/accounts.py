@@ -143,6 +143,12 @@ def canonical_account_address(address: str) -> str:
         raise AccountError(f"address {address!r} has an empty domain")
     if any(c.isspace() or not c.isprintable() or c in '"\\' for c in local):
         raise AccountError(f"address {address!r}: local part has spaces, quotes or controls")
+    if "/" in local or local.startswith(".") or ".." in local:
+        # The local part names the mailbox directory: no path separators, no "..",
+        # and no leading dot (Maildir++ folders such as .Junk start with one).
+        raise AccountError(
+            f"address {address!r}: local part may not contain '/' or '..' or start with '.'"
+        )
     if domain.startswith("["):
         raise AccountError(f"address {address!r}: accounts need a domain name, not a literal")
     try:

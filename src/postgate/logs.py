@@ -10,6 +10,7 @@ DESCRIPTION
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -21,7 +22,9 @@ def configure_logging(level: str = "info", fmt: str = "json", file: Path | None 
     stream: TextIO
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        stream = open(file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        # Logs name senders, recipients and client addresses: owner and group only.
+        descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        stream = os.fdopen(descriptor, "a", buffering=1, encoding="utf-8")
     else:
         stream = sys.stderr
     renderer: structlog.types.Processor = (

@@ -220,3 +220,13 @@ def test_swaks_submission_and_implicit_tls(server: ServerProcess) -> None:
         line for f in files for line in f.read_bytes().split(b"\n") if line.startswith(b"Subject: ")
     )
     assert subjects == [b"Subject: via swaks submission", b"Subject: via swaks submissions"]
+
+
+def test_forged_return_path_is_replaced_by_the_envelope_one(server: ServerProcess) -> None:
+    forged = b"Return-Path: <forged@evil.example>\r\nSubject: rp\r\n\r\nbody\r\n"
+    with smtplib.SMTP("127.0.0.1", server.ports["mx"], timeout=10) as client:
+        client.sendmail("real@sender.example", [BOB[0]], forged)
+    content = server.wait_for_delivery(BOB[0])[0].read_bytes()
+    assert content.count(b"Return-Path:") == 1
+    assert content.startswith(b"Return-Path: <real@sender.example>\n")
+    assert b"forged@evil.example" not in content

@@ -257,3 +257,18 @@ def test_server_refuses_foreign_senders(server: ServerProcess) -> None:
         assert client.data(own)[0] == 250
     server.wait_for_log(event="rejected", stage="mail", sender=BOB[0], reply="553 5.7.1")
     server.wait_for_log(event="rejected", stage="data", reply="553 5.7.1")
+
+
+def test_obsolete_blank_before_colon_still_counts_as_from() -> None:
+    # RFC 5322 4.5.? obs-fields: "From :" is read as From by many mail readers.
+    message = b"From : admin@localhost\r\nSubject: x\r\n\r\nbody\r\n"
+    assert from_header_addresses(message) == ["admin@localhost"]
+
+
+def test_huge_from_field_fails_closed_unparsed() -> None:
+    # 100,000 authors: refused as a whole before the (super-linear) stdlib parser.
+    addresses = ",\r\n ".join(f"a{i}@example.org" for i in range(100_000))
+    message = f"From: {addresses}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    assert from_header_addresses(message) == [UNPARSEABLE_FROM]
+    small = "From: " + ", ".join(f"a{i}@example.org" for i in range(50)) + "\r\n\r\nb\r\n"
+    assert len(from_header_addresses(small.encode())) == 50

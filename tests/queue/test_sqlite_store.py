@@ -294,3 +294,13 @@ async def test_list_messages_filters_by_status(store: SqliteStore, clock: FakeCl
     assert await store.list_messages([RecipientStatus.HELD]) == []
     [everything] = await store.list_messages()
     assert len(everything.recipients) == 2
+
+
+async def test_queue_files_are_private(tmp_path: Path) -> None:
+    # The queue holds whole messages: nobody but the server's user may read it.
+    store = await SqliteStore.open(tmp_path / "queue.db")
+    try:
+        for path in tmp_path.glob("queue.db*"):
+            assert path.stat().st_mode & 0o077 == 0, path
+    finally:
+        await store.close()

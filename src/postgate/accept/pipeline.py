@@ -18,6 +18,8 @@ DESCRIPTION
        mark it for the Junk folder, by configuration.
     3. Mail from users and trusted networks is DKIM-signed with the From: domain's
        active keys, when there are any.
+    0. A Return-Path written by the client is dropped (the final delivery adds the
+       real one, RFC 5321 4.4), as Postfix's message_drop_headers does.
     4. Mail from the internet that an alias forwards to another domain is ARC-sealed
        with the alias domain's key (RFC 8617), so the next hop can trust step 2.
     5. The Received trace header goes on top (RFC 5321 4.4).
@@ -111,6 +113,9 @@ class AcceptPipeline:
         self.arc_seal_forwarded = arc_seal_forwarded
 
     async def prepare(self, message: bytes, arrival: Arrival) -> Prepared:
+        # RFC 5321 4.4: Return-Path is added by the final delivery, from the envelope;
+        # one written by the client is at best stale and at worst a forgery.
+        message = remove_header_fields(message, b"Return-Path")
         user = arrival.user
         if user is not None:
             refusal = self._check_from_header(user, message)

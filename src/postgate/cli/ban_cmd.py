@@ -137,6 +137,8 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     for ban in bans:
         print(f"{ban.key}\tuntil {format_time(ban.until)}\t{ban.reason}")
+    if not bans:
+        print("no bans in force")
     return 0
 
 

@@ -149,7 +149,6 @@ async def _send(args: argparse.Namespace) -> int:
         if args.starttls:
             if "STARTTLS" not in client.extensions:
                 raise CliError("the server does not offer STARTTLS")
-            trace("->", "STARTTLS")
             await client.starttls(_context(args.verify), host)
             if not args.quiet:
                 print(f"=== TLS started: {client.tls_version}")

@@ -67,6 +67,7 @@ def run_init(args: argparse.Namespace) -> int:
     ports = _parse_ports(args.ports)
     tls_dir = directory / "tls"
     cert_file, key_file = tls_dir / "fullchain.pem", tls_dir / "privkey.pem"
+    address = f"{args.user}@{args.domain}"
     try:
         text = default_config_text(
             hostname=hostname,
@@ -76,15 +77,17 @@ def run_init(args: argparse.Namespace) -> int:
             cert_file=cert_file,
             key_file=key_file,
         )
+        # RFC 5321 4.5.1: postmaster must reach a person; the first user is that person
+        # until the operator says otherwise (else its mail would bounce, to anyone).
+        text = text.replace("# postmaster = (not set)", f'postmaster = "{address}"', 1)
         config = parse_config(text, source=str(config_path), base_dir=directory)
     except ConfigError as exc:
         raise CliError(f"cannot build a configuration from these options: {exc}") from None
     directory.mkdir(parents=True, exist_ok=True)
     if not cert_file.exists():
         generate_self_signed(cert_file, key_file, hostname)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     config_path.write_text(text, encoding="utf-8")
-    address = f"{args.user}@{args.domain}"
     password = generate_password()
     users = UserStore.open(config.auth.user_db)
     try:
@@ -101,7 +104,7 @@ def run_init(args: argparse.Namespace) -> int:
   first user     {address}
   password       {password}   (shown once; change with `postgate user passwd {address}`)
 
-Start it:       postgate serve --config {config_path}
+Start it:       {_program()} serve --config {config_path}
 Send a message: swaks --server 127.0.0.1:{submission} --tls --auth-user {address} \\
                   --auth-password '{password}' --from {address} --to {address}
 It lands in     {config.delivery.maildir_root}/{args.domain}/{args.user}/new/
@@ -109,6 +112,12 @@ Ports: {mx} (MX, STARTTLS), {submission} (submission: STARTTLS + AUTH), \
 {submissions} (implicit TLS + AUTH)"""
     )
     return 0
+
+
+def _program() -> str:
+    """How the operator called us, for copy-paste lines (``.venv/bin/postgate``)."""
+    called = sys.argv[0] if sys.argv else ""
+    return called if called.endswith("postgate") else "postgate"
 
 
 def _use_uvloop() -> None:

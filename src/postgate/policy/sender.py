@@ -59,6 +59,7 @@ from email.headerregistry import Address, AddressHeader
 from email.parser import HeaderParser
 from types import MappingProxyType
 
+from postgate.mailauth.headers import split_header_fields
 from postgate.policy.verdict import Verdict
 from postgate.routing import (
     Router,
@@ -152,6 +153,12 @@ class SenderPolicy:
         return f"{literal}@{domain}" if literal else None
 
 
+# Far above any real From: (RFC 5322 3.6.2 allows several authors, but 8 KiB is
+# about 200 of them) and small enough to parse in milliseconds.
+MAX_FROM_FIELD = 8192
+_OBS_FROM = re.compile(rb"(?im)^from[ \t]+:")
+
+
 def from_header_addresses(message: bytes) -> list[str]:
     """The addr-specs of every mailbox in every From: field of the header section.
 
@@ -163,11 +170,23 @@ def from_header_addresses(message: bytes) -> list[str]:
     with a defect, while a mail reader may show mallory) also yields UNPARSEABLE_FROM,
     which is no one's address, so the ownership check fails closed on syntax we
     cannot read."""
+    # RFC 5322 4.5.? obs-fields allow blanks before the colon ("From : x"); many
+    # readers honour that, so it must count as a From field here too.
+    # Only the From fields go to the (slow) stdlib parser: found with a linear scan.
+    from_fields = [
+        _OBS_FROM.sub(b"From:", raw)
+        for name, raw in split_header_fields(message)[0]
+        if name.lower() == b"from" or _OBS_FROM.match(raw)
+    ]
+    found: list[str] = []
+    if any(len(raw) > MAX_FROM_FIELD for raw in from_fields):
+        # The stdlib address parser is super-linear on huge lists and runs on the
+        # event loop: an outsized field is refused unparsed (fails closed).
+        return [UNPARSEABLE_FROM]
     # compat32 keeps each field's raw text; the modern header classes then parse it.
     raw_headers = HeaderParser(policy=email.policy.compat32).parsestr(
-        _header_section(message).decode("utf-8", "replace")
+        b"".join(from_fields).decode("utf-8", "replace")
     )
-    found: list[str] = []
     for raw in raw_headers.get_all("From", []):
         unfolded = _FOLD.sub("", str(raw))  # RFC 5322 2.2.3
         try:
@@ -197,12 +216,3 @@ def _parsed_cleanly(value: object, addresses: Sequence[Address]) -> bool:
         for defect in getattr(value, "defects", ())
         if not isinstance(defect, email.errors.NonASCIILocalPartDefect)
     )
-
-
-def _header_section(message: bytes) -> bytes:
-    """Everything before the first empty line (RFC 5322 2.1), CRLF or bare LF."""
-    ends = [end for end in (message.find(b"\r\n\r\n"), message.find(b"\n\n")) if end >= 0]
-    if not ends:
-        return message
-    end = min(ends)
-    return message[: end + 1] if message[end] == 0x0A else message[: end + 2]

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -124,6 +125,15 @@ def _insert_error(exc: sqlite3.Error) -> QueueError:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open a connection with the settings every queue connection needs."""
+    # The queue holds every message in full: readable by its owner only. SQLite gives
+    # the -wal and -shm files the database file's permissions, so creating it 0600
+    # first covers all three.
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise sqlite3.OperationalError(f"cannot create {path}: {exc.strerror or exc}") from exc
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
     # exactly one batch.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -122,7 +122,7 @@ def _load_tls(config: Config) -> TlsContextHolder | None:
 
 def _open_users(config: Config) -> UserStore:
     try:
-        config.auth.user_db.parent.mkdir(parents=True, exist_ok=True)
+        config.auth.user_db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return UserStore.open(config.auth.user_db, scram_iterations=config.auth.scram_iterations)
     except Exception as exc:
         raise StartupError(f"auth.user_db: {config.auth.user_db}: {exc}") from None
@@ -130,7 +130,7 @@ def _open_users(config: Config) -> UserStore:
 
 async def _open_store(config: Config) -> SqliteStore:
     try:
-        config.queue.path.parent.mkdir(parents=True, exist_ok=True)
+        config.queue.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return await SqliteStore.open(config.queue.path)
     except Exception as exc:
         raise StartupError(f"queue.path: {config.queue.path}: {exc}") from None
@@ -264,6 +264,9 @@ async def run_server(
         owner=owner,
         delay_warning_after=config.queue.delay_warning_after,
         on_outcome=lambda leased, result: notifier.wake(),
+        # `postgate queue flush|release` change the queue from another process, which
+        # cannot wake us: look at the queue at least this often.
+        idle_poll=5.0,
     )
     scheduler_holder.append(scheduler)
     servers: list[asyncio.base_events.Server] = []

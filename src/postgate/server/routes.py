@@ -12,6 +12,7 @@ DESCRIPTION
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +31,22 @@ class RouteConfigError(Exception):
     """A delivery setting that cannot be used (unreadable password file...)."""
 
 
-def mailbox_directory(maildir_root: Path, address: str) -> Path:
-    """<maildir_root>/<domain>/<localpart>/ — the layout Dovecot's default expects."""
+def mailbox_directory(maildir_root: Path, address: str) -> Path | None:
+    """<maildir_root>/<domain>/<localpart>/ — the layout Dovecot's default expects —
+    or None when the address cannot name a directory safely under the root (a local
+    part with "/", "..", a leading dot): such a "mailbox" is never written."""
     local, _, domain = address.rpartition("@")
-    return maildir_root / domain.lower() / local.lower()
+    local, domain = local.lower(), domain.lower()
+    for part in (local, domain):
+        if not part or "/" in part or "\0" in part or part.startswith(".") or ".." in part:
+            return None
+    path = maildir_root / domain / local
+    # Belt and braces: whatever the parts were, the result must stay under the root.
+    if os.path.commonpath([os.path.abspath(path), os.path.abspath(maildir_root)]) != (
+        os.path.abspath(maildir_root)
+    ):
+        return None
+    return path
 
 
 def _relay_password(config: Config) -> str | None:

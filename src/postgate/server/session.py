@@ -217,6 +217,7 @@ class SmtpSessionProtocol(asyncio.Protocol):
                 self.conn.respond(Reply(214, "2.0.0", "See RFC 5321"))
             case ev.Quit():
                 self.conn.respond(Reply(221, "2.0.0", "Bye"))
+                self._log("disconnect", reason="quit")
                 return False
             case ev.CommandRejected():
                 self._log(

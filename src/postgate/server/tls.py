@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,6 +37,8 @@ from cryptography.x509.oid import NameOID
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1:!SHA256:!SHA384"
 
 _CHECK_INTERVAL = 1.0
+
+log = structlog.get_logger("postgate.tls")
 
 
 class TlsError(Exception):
@@ -112,10 +115,11 @@ class _ReloadingContext:
             try:
                 self._context = self._build()
                 self._stamp = stamp
-            except TlsError:
+            except TlsError as exc:
                 # A renewal caught half-written (new cert, old key) must not take the
                 # listener down: keep serving the old pair and look again next time.
-                pass
+                # Said loudly: a restart now would fail on these files.
+                log.warning("new certificate files unusable, keeping the old ones", reason=str(exc))
         return self._context
 
 

@@ -297,6 +297,15 @@ class ServerConnection:
             # later byte can be trusted to be a command.
             return self._close(error.reply, f"{error.reason}; cannot resynchronise")
         refusal = check_sequence(self._state, Verb.BDAT, self._flags())
+        so_far = self._chunked.size if self._chunked is not None and refusal is None else 0
+        if so_far + size > self._limits.max_message_size:
+            # RFC 3030 2 would have us read the chunk and refuse at the end; for a
+            # chunk announced beyond the size limit that means swallowing up to
+            # gigabytes first. Refuse now and close: the client learns at once and
+            # nothing after the BDAT line could be trusted to be a command.
+            return self._close(
+                replies.MESSAGE_TOO_BIG, f"BDAT chunk of {size} octets exceeds the limit"
+            )
         if refusal is None:
             if self._chunked is None:
                 self._chunked = ChunkedMessage(self._limits)

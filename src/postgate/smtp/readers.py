@@ -152,6 +152,10 @@ class ChunkedMessage:
         self._message = bytearray()
         self._too_big = False
 
+    @property
+    def size(self) -> int:
+        return len(self._message)
+
     def add(self, chunk: bytes) -> None:
         if self._too_big:
             return
