@@ -130,3 +130,17 @@ async def test_many_deliveries_get_distinct_names(tmp_path: Path) -> None:
     results = await transport.deliver(MESSAGE, recipients)
     assert all(r.status is RecipientStatus.DELIVERED for r in results)
     assert len(list((tmp_path / "box" / "new").iterdir())) == 50
+
+
+async def test_quarantined_message_goes_to_the_junk_folder(tmp_path: Path) -> None:
+    maildir = tmp_path / "bob"
+    transport = MaildirTransport(lambda _: maildir, hostname="mx.test")
+    marked = b"X-Postgate-Quarantine: dmarc=fail (p=quarantine)\r\nSubject: s\r\n\r\nbody\r\n"
+    plain = b"Subject: ok\r\n\r\nX-Postgate-Quarantine: only in the body\r\n"
+    await transport.deliver(marked, [leased("bob@example.test")])
+    await transport.deliver(plain, [leased("bob@example.test", recipient_id=2)])
+    junk = list((maildir / ".Junk" / "new").iterdir())
+    inbox = list((maildir / "new").iterdir())
+    assert len(junk) == 1 and b"dmarc=fail" in junk[0].read_bytes()
+    assert len(inbox) == 1 and b"Subject: ok" in inbox[0].read_bytes()
+    assert (maildir / ".Junk" / "maildirfolder").exists()  # Maildir++ subfolder marker
