@@ -102,9 +102,10 @@ def run_init(args: argparse.Namespace) -> int:
   configuration  {config_path}
   certificate    {cert_file} (self-signed; replace with Let's Encrypt files in production)
   first user     {address}
-  password       {password}   (shown once; change with `postgate user passwd {address}`)
+  password       {password}   (shown once; to change it:
+                 {_program()} --config {config_path} user passwd {address})
 
-Start it:       {_program()} serve --config {config_path}
+Run the server: {_program()} --config {config_path} serve
 Send a message: swaks --server 127.0.0.1:{submission} --tls --auth-user {address} \\
                   --auth-password '{password}' --from {address} --to {address}
 It lands in     {config.delivery.maildir_root}/{args.domain}/{args.user}/new/
