@@ -591,3 +591,17 @@ def test_docs_examples_parse_in_a_full_file() -> None:
             if name not in given_sections
         )
         parse(block + "\n" + rest)
+
+
+@pytest.mark.parametrize("network", ["0.0.0.0/0", "::/0"])
+def test_trusting_the_whole_internet_is_refused(tmp_path: Path, network: str) -> None:
+    path = tmp_path / "postgate.toml"
+    path.write_text(
+        '[server]\nhostname = "mail.example.com"\n\n[routing]\nlocal_domains = ["example.com"]\n'
+        f'trusted_networks = ["{network}"]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as failure:
+        load_config(path)
+    assert "routing.trusted_networks" in str(failure.value)
+    assert "open relay" in str(failure.value)

@@ -277,6 +277,11 @@ def _check_auth_mechanisms(
 
 
 def _check_routing(reader: _Reader, routing: RoutingConfig) -> None:
+    for network in routing.trusted_networks:
+        if network.prefixlen == 0:
+            # "No open relay, ever": trusting every address is exactly that.
+            reason = f"{network} trusts every address on the internet: that is an open relay"
+            reader.problem(("routing", "trusted_networks"), reason)
     for domain in routing.catch_all:
         if domain not in routing.local_domains:
             reason = f"{domain} is not in routing.local_domains, so no mail for it arrives here"
