@@ -102,3 +102,19 @@ def test_garbage_never_kills_the_server(server: ServerProcess) -> None:
     assert server.wait_for_delivery(BOB[0])
     crashes = [r for r in server.log_records() if r.get("event") == "session crashed"]
     assert crashes == []
+
+
+def test_oversized_header_section_is_refused(server: ServerProcess) -> None:
+    # 2 MiB of folded From: addresses, far under the message size limit but over
+    # limits.max_header_size: refused before any header parsing can cost anything.
+    authors = ",\r\n ".join(f"a{i}@example.org" for i in range(100_000))
+    message = f"From: {authors}\r\nSubject: big\r\n\r\nbody\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", server.ports["mx"], timeout=30) as client:
+        client.ehlo("big.example")
+        client.mail("peer@example.org")
+        client.rcpt(BOB[0])
+        code, text = client.data(message)
+        assert (code, text[:5]) == (552, b"5.3.4"), (code, text)
+        assert client.noop()[0] == 250  # the session goes on
+    record = server.wait_for_log(event="rejected", stage="data", reply="552 5.3.4")
+    assert "max_header_size" in str(record["reason"])

@@ -18,7 +18,8 @@ DESCRIPTION
        mark it for the Junk folder, by configuration.
     3. Mail from users and trusted networks is DKIM-signed with the From: domain's
        active keys, when there are any.
-    0. A Return-Path written by the client is dropped (the final delivery adds the
+    0. A header section over ``limits.max_header_size`` is refused (552 5.3.4); a
+       Return-Path written by the client is dropped (the final delivery adds the
        real one, RFC 5321 4.4), as Postfix's message_drop_headers does.
     4. Mail from the internet that an alias forwards to another domain is ARC-sealed
        with the alias domain's key (RFC 8617), so the next hop can trust step 2.
@@ -102,7 +103,9 @@ class AcceptPipeline:
         signer: DkimSigner | None,
         keys: KeyStore | None,
         arc_seal_forwarded: bool,
+        max_header_size: int = 1_048_576,
     ) -> None:
+        self.max_header_size = max_header_size
         self.hostname = hostname
         self.router = router
         self.sender_policy = sender_policy
@@ -113,6 +116,19 @@ class AcceptPipeline:
         self.arc_seal_forwarded = arc_seal_forwarded
 
     async def prepare(self, message: bytes, arrival: Arrival) -> Prepared:
+        end_of_headers = message.find(b"\r\n\r\n")
+        header_size = len(message) if end_of_headers < 0 else end_of_headers + 4
+        if header_size > self.max_header_size:
+            # Every header check below is linear, but runs on the event loop: bound it.
+            return Prepared(
+                None,
+                Verdict.reject(
+                    552,
+                    "5.3.4",
+                    "Message header section too large",
+                    f"header section of {header_size} octets exceeds limits.max_header_size",
+                ),
+            )
         # RFC 5321 4.4: Return-Path is added by the final delivery, from the envelope;
         # one written by the client is at best stale and at worst a forgery.
         message = remove_header_fields(message, b"Return-Path")

@@ -218,6 +218,10 @@ class LimitsConfig:
         default=36_700_160,
         metadata=_key(v.size, "Largest message accepted (SIZE, RFC 1870)", to_toml=_SIZE),
     )
+    max_header_size: int = field(
+        default=1_048_576,
+        metadata=_key(v.size, "Largest header section accepted", to_toml=_SIZE),
+    )
     max_recipients: int = field(
         default=100, metadata=_key(v.positive_int, "Most RCPT TO per transaction")
     )

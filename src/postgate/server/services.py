@@ -69,6 +69,7 @@ class Services:
             signer=self.signer,
             keys=self.dkim_keys,
             arc_seal_forwarded=self.config.mailauth.arc_seal,
+            max_header_size=self.config.limits.max_header_size,
         )
 
     def message_queued(self) -> None:
