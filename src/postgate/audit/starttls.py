@@ -24,6 +24,7 @@ DESCRIPTION
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 from postgate.audit.model import AuditTarget, CheckResult, Status, TlsMode
 from postgate.audit.wire import Conversation, ProbeError, visible
@@ -54,8 +55,10 @@ def check_starttls_offered(target: AuditTarget) -> CheckResult:
     return CheckResult(name, status, "STARTTLS not offered: mail arrives in clear", evidence)
 
 
-def check_auth_before_tls(target: AuditTarget) -> CheckResult:
-    name = "auth/before-tls"
+def _plaintext_probe(
+    target: AuditTarget, name: str, probe: Callable[[Conversation], tuple[Status, str]]
+) -> CheckResult:
+    """Run ``probe`` on a fresh plaintext conversation; skipped on implicit-TLS ports."""
     if target.tls_mode is TlsMode.IMPLICIT:
         return CheckResult(name, Status.SKIP, _IMPLICIT)
     try:
@@ -64,10 +67,14 @@ def check_auth_before_tls(target: AuditTarget) -> CheckResult:
         return CheckResult(name, Status.WARN, f"could not test: {exc}")
     with talk:
         try:
-            status, summary = _auth_in_clear(talk)
+            status, summary = probe(talk)
         except ProbeError as exc:
             status, summary = Status.WARN, f"could not test: {exc}"
         return CheckResult(name, status, summary, tuple(talk.evidence))
+
+
+def check_auth_before_tls(target: AuditTarget) -> CheckResult:
+    return _plaintext_probe(target, "auth/before-tls", _auth_in_clear)
 
 
 def _auth_in_clear(talk: Conversation) -> tuple[Status, str]:
@@ -90,19 +97,7 @@ def _auth_in_clear(talk: Conversation) -> tuple[Status, str]:
 
 
 def check_starttls_injection(target: AuditTarget) -> CheckResult:
-    name = "tls/starttls-injection"
-    if target.tls_mode is TlsMode.IMPLICIT:
-        return CheckResult(name, Status.SKIP, _IMPLICIT)
-    try:
-        talk = Conversation.open(target)
-    except ProbeError as exc:
-        return CheckResult(name, Status.WARN, f"could not test: {exc}")
-    with talk:
-        try:
-            status, summary = _inject(talk)
-        except ProbeError as exc:
-            status, summary = Status.WARN, f"could not test: {exc}"
-        return CheckResult(name, status, summary, tuple(talk.evidence))
+    return _plaintext_probe(target, "tls/starttls-injection", _inject)
 
 
 def _inject(talk: Conversation) -> tuple[Status, str]:
