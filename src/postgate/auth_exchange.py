@@ -141,6 +141,14 @@ class AuthExchange:
         self.attempted_user: str | None = None
         self.outcome: Succeeded | Failed | None = None
 
+    @property
+    def credentials_rejected(self) -> bool:
+        """Whether the client's secret was judged wrong: at the end (535), or mid-way
+        when a mechanism says so before the client finishes (SCRAM's e=invalid-proof)."""
+        if isinstance(self.outcome, Failed) and self.outcome.code == 535:
+            return True
+        return bool(getattr(self._mechanism, "credentials_rejected", False))
+
     async def start(self, initial_response: str | None) -> Outcome:
         if self._mechanism is not None or self.outcome is not None:
             raise RuntimeError("AuthExchange.start called twice")

@@ -570,3 +570,38 @@ def test_pending_notification_ids() -> None:
     group = PendingNotification("q", NotificationKind.FAILED, envelope(), recipients)
     assert group.notification_ids == (7, 3)
     assert group.first_notification_id == 3
+
+
+async def test_success_at_a_dsn_capable_next_hop_is_left_to_it_else_relayed(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    # RFC 3461 5.2.2: a next hop that took NOTIFY reports success itself (no DSN from
+    # us); one that does not speak DSN gets "relayed", never a false "delivered".
+    success = frozenset({DsnNotify.SUCCESS})
+    passed_on = dataclasses.replace(DELIVERED, relayed=True, dsn_passed_on=True)
+    relayed = dataclasses.replace(DELIVERED, relayed=True)
+    transport = PerAddressTransport({"dsn@example.com": passed_on, "old@example.com": relayed})
+    env = envelope(
+        recipient("dsn@example.com", notify=success), recipient("old@example.com", notify=success)
+    )
+    await store.enqueue(env, MESSAGE)
+    assert await make_scheduler(store, transport, clock).run_once() == 2
+    assert await make_notifier(store, clock).drain_once() == 1
+    [(_, report)] = await queued_dsns(store)
+    [block] = recipient_blocks(report)
+    assert block["Final-Recipient"] == "rfc822; old@example.com"
+    assert block["Action"] == "relayed"
+
+
+async def test_bounce_after_alias_expansion_names_the_address_the_sender_used(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    transport = PerAddressTransport({"target@elsewhere.example": NO_SUCH_USER})
+    env = envelope(recipient("target@elsewhere.example", original="alias@example.com"))
+    await store.enqueue(env, MESSAGE)
+    assert await make_scheduler(store, transport, clock).run_once() == 1
+    assert await make_notifier(store, clock).drain_once() == 1
+    [(_, report)] = await queued_dsns(store)
+    [block] = recipient_blocks(report)
+    assert block["Original-Recipient"] == "rfc822; alias@example.com"
+    assert block["Final-Recipient"] == "rfc822; target@elsewhere.example"

@@ -200,3 +200,29 @@ def test_impersonation_only_for_allowed_users(wired_server: ServerProcess) -> No
     with submission(wired_server) as client:
         code, text = client.docmd("AUTH", "PLAIN " + b64(f"{BOB[0]}\0{ALICE[0]}\0{ALICE[1]}"))
         assert (code, text[:5]) == (535, b"5.7.8")
+
+
+def test_scram_guesses_count_for_lockout_even_when_abandoned(tmp_path: Path) -> None:
+    # A client that cancels ("*") after SCRAM's e=invalid-proof, instead of finishing
+    # the exchange, must still be counted: else guessing would be unlimited.
+    server = make_server(
+        tmp_path / "postgate",
+        extra_config='\n[auth]\nmechanisms = ["PLAIN", "SCRAM-SHA-256"]\n'
+        'lockout_penalty_delay = "0s"\n',
+    )
+    server.start()
+    try:
+        for _ in range(3):
+            scram = ScramClient(["SCRAM-SHA-256"], ALICE[0], "wrong guess")
+            with submission(server) as client:
+                code, first = client.docmd("AUTH", "SCRAM-SHA-256 " + b64(scram.get_client_first()))
+                assert code == 334
+                scram.set_server_first(base64.b64decode(first).decode())
+                code, error = client.docmd(b64(scram.get_client_final()))
+                assert (code, base64.b64decode(error)) == (334, b"e=invalid-proof")
+                assert client.docmd("*")[0] == 501
+        with submission(server) as client:
+            code, text = client.docmd("AUTH", "PLAIN " + b64("\0" + "\0".join(ALICE)))
+        assert (code, text[:5]) == (454, b"4.7.0"), (code, text)
+    finally:
+        server.stop()

@@ -162,3 +162,13 @@ def test_from_domains() -> None:
         b"From: (comment) dave@second.test\r\n\r\n"
     )
     assert from_domains(message) == [["example.com", "sub.example.org"], ["second.test"]]
+
+
+def test_forged_results_with_an_absolute_name_are_removed_too() -> None:
+    message = (
+        b"Authentication-Results: mx.example.org.; dkim=pass (forged)\r\n"
+        b"Subject: s\r\n\r\nbody\r\n"
+    )
+    assert remove_forged_authentication_results(message, "mx.example.org") == (
+        b"Subject: s\r\n\r\nbody\r\n"
+    )

@@ -85,6 +85,7 @@ _CLASSES = {
     NotificationKind.FAILED: ("5", "4"),
     NotificationKind.DELAYED: ("4",),
     NotificationKind.DELIVERED: ("2",),
+    NotificationKind.RELAYED: ("2",),
 }
 
 
@@ -222,7 +223,7 @@ class Notifier:
             retry_until = recipient.first_queued_at + self._max_lifetime
         return DsnRecipient(
             final_recipient=recipient.address,
-            original_recipient=recipient.orcpt,
+            original_recipient=_original_recipient(recipient),
             action=kind.value,
             status=dsn_status(kind, attempt),
             remote_mta=_remote_mta(attempt.remote_host),
@@ -276,3 +277,14 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
         await asyncio.wait_for(event.wait(), timeout)
         return True
     return False
+
+
+def _original_recipient(recipient: NotificationRecipient) -> tuple[str, str] | None:
+    """ORCPT when the client gave one; else the RCPT TO address when an alias changed it,
+    so the sender can tell which of their recipients failed (RFC 3461 4.2: an MTA MAY
+    supply ORCPT from the RCPT command; RFC 3464 2.3.1 Original-Recipient)."""
+    if recipient.orcpt is not None:
+        return recipient.orcpt
+    if recipient.original and recipient.original.lower() != recipient.address.lower():
+        return ("rfc822", recipient.original)
+    return None

@@ -414,6 +414,8 @@ class RemoteSmtpTransport:
                 remote_host=host.name,
                 remote_address=client.peer_address,
                 tls_version=client.tls_version,
+                relayed=True,
+                dsn_passed_on=dsn,
             )
             self._log(recipient, attempt, started)
             results.append(attempt)

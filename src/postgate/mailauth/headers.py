@@ -98,12 +98,16 @@ def remove_forged_authentication_results(message: bytes, authserv_id: str) -> by
     case-insensitive (it is a domain name in practice); other A-R fields, ARC
     fields and the body are returned byte-for-byte.
     """
-    wanted = authserv_id.strip().lower()
+    # A trailing dot names the same host (an absolute domain name): compare without it.
+    wanted = authserv_id.strip().lower().rstrip(".")
     fields, _ = split_header_fields(message)
     kept = [
         raw
         for name, raw in fields
-        if not (name.lower() == b"authentication-results" and authserv_id_of(raw).lower() == wanted)
+        if not (
+            name.lower() == b"authentication-results"
+            and authserv_id_of(raw).lower().rstrip(".") == wanted
+        )
     ]
     if len(kept) == len(fields):
         return message

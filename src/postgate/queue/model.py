@@ -132,6 +132,10 @@ class AttemptResult:
     remote_address: str = ""
     tls_version: str = ""
     next_attempt_at: float | None = None
+    # Delivered to another SMTP server rather than a mailbox; ``dsn_passed_on`` when that
+    # server took our DSN parameters and so reports success itself (RFC 3461 5.2.2).
+    relayed: bool = False
+    dsn_passed_on: bool = False
     delay_warning: bool = False
 
 
@@ -179,6 +183,7 @@ class NotificationKind(enum.StrEnum):
     FAILED = "failed"
     DELAYED = "delayed"
     DELIVERED = "delivered"
+    RELAYED = "relayed"  # handed to a next hop that does not speak DSN (RFC 3461 5.2.2)
 
 
 @dataclass(frozen=True, slots=True)

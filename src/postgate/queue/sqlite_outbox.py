@@ -73,7 +73,11 @@ def add_notification(
     if result.status is RecipientStatus.BOUNCED:
         kind = NotificationKind.FAILED
     elif result.status is RecipientStatus.DELIVERED:
-        kind = NotificationKind.DELIVERED
+        if result.dsn_passed_on:
+            # RFC 3461 5.2.2.1: the next hop got NOTIFY and will report success itself;
+            # a second report from us would be wrong (we did not deliver it finally).
+            return None
+        kind = NotificationKind.RELAYED if result.relayed else NotificationKind.DELIVERED
     elif result.status is RecipientStatus.DEFERRED and result.delay_warning:
         kind = NotificationKind.DELAYED
     else:

@@ -140,6 +140,7 @@ class ScramSha256Mechanism:
         self._server_nonce = server_nonce or secrets.token_urlsafe(18)
         if not _is_nonce(self._server_nonce):
             raise ValueError("server nonce must be printable ASCII without ','")
+        self.credentials_rejected = False
         self._state = "new"  # new -> first -> lookup -> final -> error|done
         self._gs2_header = ""
         self._client_first_bare = ""
@@ -287,6 +288,10 @@ class ScramSha256Mechanism:
         return Failure(MALFORMED.code, MALFORMED.enhanced, MALFORMED.text, reason=reason)
 
     def _fail_with_error(self, value: str, reason: str) -> Challenge:
+        if value == "invalid-proof":
+            # The guess is judged wrong now, before the client answers the error: a
+            # lockout must count it even if the client walks away (or sends "*").
+            self.credentials_rejected = True
         challenge, self._pending_failure = _server_error(value, reason)
         self._state = "error"
         return challenge

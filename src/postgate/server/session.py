@@ -489,20 +489,42 @@ class SmtpSessionProtocol(asyncio.Protocol):
             allow_impersonation=self.config.auth.allow_impersonation,
             enabled=self.config.auth.mechanisms,
         )
+        counted = False
+
+        async def count_failure() -> None:
+            # Once per exchange, as soon as the guess is known to be wrong: a client that
+            # disconnects or cancels after a SCRAM invalid-proof must not escape it.
+            nonlocal counted
+            if counted or lockout is None:
+                return
+            counted = True
+            penalty = await lockout.failed(self.peer_address, exchange.attempted_user or "")
+            if penalty.delay > 0:
+                await asyncio.sleep(penalty.delay)  # holds back only this session
+
         outcome = await exchange.start(event.initial_response)
         while isinstance(outcome, SendChallenge):
+            if exchange.credentials_rejected:
+                await count_failure()
             self.conn.respond(Reply(334, "", base64.b64encode(outcome.data).decode("ascii")))
             line = await self._next_auth_line()
             if line is None:
+                if exchange.credentials_rejected:
+                    self._log(
+                        "rejected",
+                        stage="auth",
+                        reply="-",
+                        mechanism=mechanism,
+                        user=exchange.attempted_user,
+                        reason="client left after its credentials were refused",
+                    )
                 return
             outcome = await exchange.respond(line)
         if isinstance(outcome, Succeeded):
             await self._auth_succeeded(outcome, mechanism)
             return
-        if lockout is not None and outcome.code == 535:
-            penalty = await lockout.failed(self.peer_address, outcome.user or "")
-            if penalty.delay > 0:
-                await asyncio.sleep(penalty.delay)  # holds back only this session
+        if exchange.credentials_rejected:
+            await count_failure()
         self.conn.respond(Reply(outcome.code, outcome.enhanced, outcome.text))
         self._log(
             "rejected",
