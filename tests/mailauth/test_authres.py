@@ -166,8 +166,7 @@ def test_from_domains() -> None:
 
 def test_forged_results_with_an_absolute_name_are_removed_too() -> None:
     message = (
-        b"Authentication-Results: mx.example.org.; dkim=pass (forged)\r\n"
-        b"Subject: s\r\n\r\nbody\r\n"
+        b"Authentication-Results: mx.example.org.; dkim=pass (forged)\r\nSubject: s\r\n\r\nbody\r\n"
     )
     assert remove_forged_authentication_results(message, "mx.example.org") == (
         b"Subject: s\r\n\r\nbody\r\n"
