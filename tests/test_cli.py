@@ -148,6 +148,8 @@ def test_queue_list_show_qshape_and_actions(held_server: ServerProcess) -> None:
     assert postgate("--config", cfg, "queue", "release", queue_id).returncode == 0
     refused = postgate("--config", cfg, "queue", "delete")
     assert refused.returncode != 0 and "say which mail" in refused.stderr
+    unknown = postgate("--config", cfg, "queue", "hold", "0000000000NOSUCH")
+    assert unknown.returncode == 1 and "no queued message 0000000000NOSUCH" in unknown.stderr
     deleted = postgate("--config", cfg, "queue", "delete", "--sender", "sender1@example.org")
     assert "1 recipient" in deleted.stdout
     assert len(json.loads(postgate("--config", cfg, "queue", "list", "--json").stdout)) == 2

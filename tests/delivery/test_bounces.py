@@ -449,6 +449,9 @@ async def test_expiry_sends_a_failed_dsn_with_4_4_7(store: SqliteStore, clock: F
     assert diagnostic.startswith("x-postgate; 4.4.7 message expired")
     assert "451 4.4.1 try later" in diagnostic
     assert await store.get_message(queue_id) is None
+    # The expiry text is ours: the human part must not put it in the last MX's mouth.
+    human = str(parts(report)[0].get_payload(decode=True), "utf-8")
+    assert "The mail system said:" in human and "mx.example.com said:" not in human
 
 
 async def test_stale_delay_warning_is_dropped_once_the_recipient_is_delivered(

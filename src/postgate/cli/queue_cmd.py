@@ -223,10 +223,18 @@ def run_action(args: argparse.Namespace) -> int:
         operation = getattr(store, name)
         progress = _Progress(len(selectors))
         changed = 0
+        unknown: list[str] = []
         for done, selector in enumerate(selectors, 1):
-            changed += await operation(selector)
+            count = await operation(selector)
+            changed += count
+            if count == 0 and selector.queue_id is not None:
+                if await store.get_message(selector.queue_id) is None:
+                    unknown.append(selector.queue_id)
             progress.update(done)
         print(f"{args.action_name}: {changed} recipient(s) changed")
+        if unknown:
+            # A mistyped id must not look like success to a script.
+            raise CliError(f"no queued message {', '.join(unknown)}")
         return 0
 
     return _with_store(args, work)

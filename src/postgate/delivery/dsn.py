@@ -313,9 +313,14 @@ def _text_part(
             words += f" It will try until {_date(recipient.will_retry_until)}."
         lines = textwrap.wrap(words, 76, break_on_hyphens=False, break_long_words=False)
         if recipient.diagnostic_code:
+            typed = _typed_diagnostic(recipient.diagnostic_code)
+            diagnostic_type, _, said = typed.partition(";")
             who = _one_line(recipient.remote_mta or "").removeprefix("dns;").strip()
-            said = _typed_diagnostic(recipient.diagnostic_code).partition(";")[2].strip()
+            if diagnostic_type.strip().lower() != "smtp":
+                # Our own words (expiry, local errors), not a remote server's reply.
+                who = "The mail system"
             lines.append(f"    {who or 'The mail system'} said:")
+            said = said.strip()
             lines += textwrap.wrap(said, 76, initial_indent="    ", subsequent_indent="    ")
         paragraphs.append("\r\n".join(lines))
     if returned_note:
