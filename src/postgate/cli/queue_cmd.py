@@ -227,9 +227,12 @@ def run_action(args: argparse.Namespace) -> int:
         for done, selector in enumerate(selectors, 1):
             count = await operation(selector)
             changed += count
-            if count == 0 and selector.queue_id is not None:
-                if await store.get_message(selector.queue_id) is None:
-                    unknown.append(selector.queue_id)
+            if (
+                count == 0
+                and selector.queue_id is not None
+                and await store.get_message(selector.queue_id) is None
+            ):
+                unknown.append(selector.queue_id)
             progress.update(done)
         print(f"{args.action_name}: {changed} recipient(s) changed")
         if unknown:
