@@ -129,9 +129,11 @@ class AcceptPipeline:
                     f"header section of {header_size} octets exceeds limits.max_header_size",
                 ),
             )
-        # RFC 5321 4.4: Return-Path is added by the final delivery, from the envelope;
-        # one written by the client is at best stale and at worst a forgery.
-        message = remove_header_fields(message, b"Return-Path")
+        # Fields only we may write, dropped in one pass over the header: RFC 5321 4.4
+        # Return-Path (the final delivery adds it from the envelope; the client's is
+        # stale or forged) and, on mail from the internet, our quarantine mark.
+        own_fields = [b"Return-Path"] + ([QUARANTINE_FIELD] if arrival.inbound else [])
+        message = remove_header_fields(message, own_fields)
         user = arrival.user
         if user is not None:
             refusal = self._check_from_header(user, message)
@@ -143,7 +145,6 @@ class AcceptPipeline:
         quarantined = False
         auth_results: str | None = None
         if arrival.inbound and self.inbound is not None and self.resolver is not None:
-            message = remove_header_fields(message, QUARANTINE_FIELD)
             outcome = await self._check_inbound(message, arrival)
             if isinstance(outcome, Verdict):
                 return Prepared(None, outcome)

@@ -18,6 +18,7 @@ SEE ALSO
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection
 
 _FIELD_NAME_RE = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _AUTHSERV_RE = re.compile(rb'^\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;()"]+))', re.DOTALL)
@@ -100,28 +101,27 @@ def remove_forged_authentication_results(message: bytes, authserv_id: str) -> by
     """
     # A trailing dot names the same host (an absolute domain name): compare without it.
     wanted = authserv_id.strip().lower().rstrip(".")
-    fields, _ = split_header_fields(message)
-    kept = [
-        raw
-        for name, raw in fields
-        if not (
+    return _drop_fields(
+        message,
+        lambda name, raw: (
             name.lower() == b"authentication-results"
             and authserv_id_of(raw).lower().rstrip(".") == wanted
-        )
-    ]
-    if len(kept) == len(fields):
-        return message
-    end_of_fields = sum(len(raw) for _, raw in fields)
-    return b"".join(kept) + message[end_of_fields:]
+        ),
+    )
 
 
-def remove_header_fields(message: bytes, name: bytes) -> bytes:
-    """Remove every header field called ``name`` (case-insensitive); the rest of the
-    message byte-for-byte. Used for fields only we may set, such as our quarantine
-    mark, which a sender must not be able to pre-set."""
-    wanted = name.lower()
+def remove_header_fields(message: bytes, names: Collection[bytes]) -> bytes:
+    """Remove every header field whose name is in ``names`` (case-insensitive), in
+    one pass; the rest of the message byte-for-byte. Used for fields only we may
+    set (Return-Path, our quarantine mark), which a sender must not pre-set."""
+    wanted = {name.lower() for name in names}
+    return _drop_fields(message, lambda name, raw: name.lower() in wanted)
+
+
+def _drop_fields(message: bytes, drop: Callable[[bytes, bytes], bool]) -> bytes:
+    """The message without the header fields for which ``drop(name, raw)`` is true."""
     fields, _ = split_header_fields(message)
-    kept = [raw for field_name, raw in fields if field_name.lower() != wanted]
+    kept = [raw for name, raw in fields if not drop(name, raw)]
     if len(kept) == len(fields):
         return message
     end_of_fields = sum(len(raw) for _, raw in fields)
