@@ -136,3 +136,24 @@ async def test_domain_selector_treats_like_wildcards_literally(store: SqliteStor
     await store.enqueue(make_envelope("a@example.org", "x@exampleXcom"), MESSAGE)
     assert await store.hold(Selector(recipient_domain="example_com")) == 0
     assert await store.hold(Selector(recipient_domain="%")) == 0
+
+
+async def test_mail_enqueued_on_hold_waits_for_release(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    held_id = await store.enqueue(
+        make_envelope("alice@example.org", "bob@example.com", "carol@example.net"),
+        MESSAGE,
+        hold=True,
+    )
+    free_id = await store.enqueue(make_envelope("dave@example.org", "erin@example.com"), MESSAGE)
+    current = await statuses(store)
+    assert current["bob@example.com"] is RecipientStatus.HELD
+    assert current["carol@example.net"] is RecipientStatus.HELD
+    assert current["erin@example.com"] is RecipientStatus.QUEUED
+    assert {r.queue_id for r in await store.lease_due(clock.now, 100, 60, "A")} == {free_id}
+
+    assert await store.release(Selector.everything()) == 2
+    again = await store.lease_due(clock.now, 100, 60, "A")
+    assert {r.address for r in again} == {"bob@example.com", "carol@example.net"}
+    assert {r.queue_id for r in again} == {held_id}

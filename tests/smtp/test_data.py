@@ -17,6 +17,7 @@ from postgate.smtp import (
     SmtpLimits,
     SmtpState,
 )
+from postgate.smtp.readers import has_line_longer_than
 from tests.smtp.helpers import in_transaction
 
 QUEUED = b"250 2.0.0 Ok: queued as Q1\r\n"
@@ -286,3 +287,15 @@ def test_no_line_ending_noise_ever_yields_a_second_transaction(
         assert isinstance(message, MessageReceived)
         body = message.message
         assert body.count(b"\n") == body.count(b"\r\n") == body.count(b"\r")
+
+
+_LINE = st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@settings(max_examples=500)
+@given(st.lists(_LINE, max_size=20), st.integers(0, 25))
+def test_long_line_check_agrees_with_splitting(lines: list[bytes], limit: int) -> None:
+    # The window-jumping check must give exactly the answer of the obvious split.
+    text = b"\r\n".join(lines)
+    expected = max(map(len, text.split(b"\r\n"))) > limit
+    assert has_line_longer_than(text, limit) is expected

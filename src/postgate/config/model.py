@@ -307,6 +307,14 @@ class QueueConfig:
     delivery_concurrency: int = field(
         default=20, metadata=_key(v.positive_int, "Deliveries in flight at once")
     )
+    hold_incoming: bool = field(
+        default=False,
+        metadata=_key(
+            v.boolean,
+            "Queue received mail on hold: nothing is delivered until `postgate queue release`"
+            " (maintenance, migrations, benchmarks)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,7 +112,12 @@ class SqliteStore:
     # --- Store protocol -----------------------------------------------------
 
     async def enqueue(
-        self, envelope: Envelope, message: bytes, *, queue_id: str | None = None
+        self,
+        envelope: Envelope,
+        message: bytes,
+        *,
+        queue_id: str | None = None,
+        hold: bool = False,
     ) -> str:
         if not envelope.recipients:
             raise QueueError("a message needs at least one recipient")
@@ -120,7 +125,7 @@ class SqliteStore:
         if queue_id is None:
             queue_id = self._ids.new()
         await self._writer.enqueue(
-            message_row(queue_id, envelope, message, now), recipient_rows(queue_id, envelope, now)
+            message_row(queue_id, envelope, message, now), recipient_rows(queue_id, envelope, now, hold=hold),
         )
         return queue_id
 

@@ -228,8 +228,11 @@ def message_row(queue_id: str, envelope: Envelope, message: bytes, now: float) -
     )
 
 
-def recipient_rows(queue_id: str, envelope: Envelope, now: float) -> list[tuple[Any, ...]]:
+def recipient_rows(
+    queue_id: str, envelope: Envelope, now: float, *, hold: bool = False
+) -> list[tuple[Any, ...]]:
     first_queued_at = envelope.received_at or now
+    status = "held" if hold else "queued"
     return [
         (
             queue_id,
@@ -237,6 +240,7 @@ def recipient_rows(queue_id: str, envelope: Envelope, now: float) -> list[tuple[
             r.original,
             encode_notify(r.notify) if r.notify is not None else None,
             encode_orcpt(r.orcpt) if r.orcpt is not None else None,
+            status,
             now,
             first_queued_at,
         )

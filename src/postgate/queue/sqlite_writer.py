@@ -66,7 +66,7 @@ MESSAGE_INSERT = (
 )
 RECIPIENT_INSERT = (
     "INSERT INTO recipients (queue_id, address, original, notify, orcpt, status,"
-    " attempts, next_attempt_at, first_queued_at) VALUES (?,?,?,?,?,'queued',0,?,?)"
+    " attempts, next_attempt_at, first_queued_at) VALUES (?,?,?,?,?,?,0,?,?)"
 )
 
 MessageRow = tuple[Any, ...]
@@ -102,6 +102,9 @@ class _Run:
 
 
 _STOP = object()
+
+# Roughly SQLite's default auto-checkpoint point (1,000 pages of 4 KiB).
+_CHECKPOINT_AFTER_BYTES = 4 << 20
 
 # (future, result, exception) triples, settled together on the caller's loop.
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -144,6 +147,10 @@ def connect(path: Path) -> sqlite3.Connection:
     # is what makes "250 means durable" true. https://sqlite.org/pragma.html#pragma_synchronous
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=OFF")
+    # Checkpoints are run by the writer itself once a batch's callers have their
+    # answers (SqliteWriter._checkpoint); SQLite's own would run inside COMMIT and make
+    # every session of that batch wait for the copy into the database file.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 
@@ -166,6 +173,7 @@ class SqliteWriter:
         # Written only by the writer thread; read by tests and metrics.
         self.commit_count = 0
         self.largest_batch = 0
+        self._written = 0  # bytes (roughly) added to the WAL since the last checkpoint
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -276,6 +284,10 @@ class SqliteWriter:
         self.commit_count += 1
         self.largest_batch = max(self.largest_batch, len(batch))
         self._deliver_outcomes(outcomes)
+        self._written += sum(len(r.message_row[-1]) for r in enqueues) + 4096 * len(batch)
+        if self._written >= _CHECKPOINT_AFTER_BYTES:
+            self._written = 0
+            self._checkpoint(conn)
 
     def _insert_messages(
         self, conn: sqlite3.Connection, enqueues: list[_Enqueue]
@@ -326,6 +338,16 @@ class SqliteWriter:
             return (request.future, None, error)
         conn.execute("RELEASE operation")
         return (request.future, result, None)
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
+        # Run here, between batches, no other writer can add frames meanwhile, so the
+        # checkpoint completes and the next transaction starts the WAL over: the file
+        # stays bounded. https://sqlite.org/wal.html#automatic_checkpoint
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("queue checkpoint failed", reason=str(exc))
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

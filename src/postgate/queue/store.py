@@ -62,10 +62,16 @@ class QueueError(Exception):
 
 class Store(Protocol):
     async def enqueue(
-        self, envelope: Envelope, message: bytes, *, queue_id: str | None = None
+        self,
+        envelope: Envelope,
+        message: bytes,
+        *,
+        queue_id: str | None = None,
+        hold: bool = False,
     ) -> str:
         """Store durably; return the queue id (``queue_id`` when the caller chose it,
-        e.g. to name it in the Received header). Raises QueueError on failure."""
+        e.g. to name it in the Received header). ``hold`` stores every recipient on
+        hold (not delivered until released). Raises QueueError on failure."""
         ...
 
     async def lease_due(

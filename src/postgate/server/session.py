@@ -401,7 +401,9 @@ class SmtpSessionProtocol(asyncio.Protocol):
             return
         message = prepared.message
         try:
-            await self.services.store.enqueue(envelope, message, queue_id=queue_id)
+            await self.services.store.enqueue(
+                envelope, message, queue_id=queue_id, hold=self.config.queue.hold_incoming
+            )
         except QueueError as exc:
             self._reply_verdict(
                 Verdict.tempfail(
