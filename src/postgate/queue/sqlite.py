@@ -125,7 +125,8 @@ class SqliteStore:
         if queue_id is None:
             queue_id = self._ids.new()
         await self._writer.enqueue(
-            message_row(queue_id, envelope, message, now), recipient_rows(queue_id, envelope, now, hold=hold),
+            message_row(queue_id, envelope, message, now),
+            recipient_rows(queue_id, envelope, now, hold=hold),
         )
         return queue_id
 
