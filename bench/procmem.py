@@ -75,7 +75,9 @@ def process_tree(root: int) -> list[int]:
 def children_named(root: int, name: str) -> list[int]:
     """Descendants of ``root`` whose command name is ``name`` (e.g. Postfix's smtpd)."""
     parents = _all_parents()
-    return [pid for pid in process_tree(root) if pid != root and parents.get(pid, (0, ""))[1] == name]
+    return [
+        pid for pid in process_tree(root) if pid != root and parents.get(pid, (0, ""))[1] == name
+    ]
 
 
 def tree_memory_kib(root: int) -> tuple[int, int]:

@@ -42,7 +42,9 @@ CONCURRENCY
     and one short statement per change. Within a process one connection is shared
     under a lock; argon2 runs outside it. ``verify_async`` runs argon2 (~0.1-0.2 s of
     CPU and 64 MiB) in this store's bounded thread pool, never on the event loop, and
-    the bound caps the memory a burst of AUTH attempts can take. ``exists`` is an
+    the bound caps the memory a burst of AUTH attempts can take. A success is
+    remembered for a minute (credential_cache), tied to the stored hash, so a client
+    sending one message per connection pays argon2 once, not per message. ``exists`` is an
     indexed read and fine to call on the event loop.
 
 DIAGNOSTICS
@@ -72,6 +74,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from postgate.credential_cache import VerifiedCredentials
 from postgate.routing import RoutingError, canonical_domain
 from postgate.sasl.model import CramMd5Secret, ScramSecret
 from postgate.sasl.scram import MINIMUM_ITERATIONS
@@ -175,8 +178,10 @@ class UserStore:
         clock: Callable[[], float],
         max_parallel_verifications: int,
         scram_iterations: int = MINIMUM_ITERATIONS,
+        credential_cache_ttl: float = 60.0,
     ) -> None:
         self._db = connection
+        self._verified = VerifiedCredentials(ttl=credential_cache_ttl)
         self._path = path
         self._hasher = hasher
         self._clock = clock
@@ -196,11 +201,13 @@ class UserStore:
         clock: Callable[[], float] = time.time,
         max_parallel_verifications: int | None = None,
         scram_iterations: int = MINIMUM_ITERATIONS,
+        credential_cache_ttl: float = 60.0,
     ) -> UserStore:
         """Open (creating if needed, mode 0600) the store at ``path``; the schema is created
         and migrated idempotently. ``hasher`` defaults to argon2id with the library's
         parameters; ``scram_iterations`` (RFC 7677 4: at least 4096) applies to SCRAM
-        secrets derived from now on."""
+        secrets derived from now on; ``credential_cache_ttl`` 0 turns the cache of
+        verified passwords off."""
         if scram_iterations < MINIMUM_ITERATIONS:
             raise AccountError(f"SCRAM iteration count must be at least {MINIMUM_ITERATIONS}")
         try:
@@ -215,7 +222,15 @@ class UserStore:
             connection.close()
             raise AccountError(f"user database {path}: {exc}") from exc
         parallel = max_parallel_verifications or max(1, min(4, os.cpu_count() or 1))
-        return cls(connection, path, hasher or PasswordHasher(), clock, parallel, scram_iterations)
+        return cls(
+            connection,
+            path,
+            hasher or PasswordHasher(),
+            clock,
+            parallel,
+            scram_iterations,
+            credential_cache_ttl,
+        )
 
     def __enter__(self) -> UserStore:
         return self
@@ -358,13 +373,37 @@ class UserStore:
         return f"user {canonical} has no {mechanism} secret: set the password again"
 
     async def verify_async(self, address: str, password: str) -> bool:
-        """``verify`` in this store's bounded thread pool, so argon2 never blocks the loop."""
+        """``verify`` in this store's bounded thread pool, so argon2 never blocks the loop.
+
+        A password verified in the last ``credential_cache_ttl`` seconds against the
+        hash still stored is accepted without argon2 (see credential_cache)."""
+        try:
+            canonical = canonical_account_address(address)
+        except AccountError:
+            canonical = None
+        key = self._verified.key(canonical, password) if canonical is not None else None
+        if key is not None and canonical is not None:
+            current = self._password_state(canonical)
+            if current is not None and not current[1] and self._verified.holds(key, current[0]):
+                return True
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self._max_parallel, thread_name_prefix="postgate-argon2"
             )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.verify, address, password)
+        ok = await loop.run_in_executor(self._executor, self.verify, address, password)
+        if ok and key is not None and canonical is not None:
+            after = self._password_state(canonical)  # verify may have re-hashed
+            if after is not None and not after[1]:
+                self._verified.remember(key, after[0])
+        return ok
+
+    def _password_state(self, canonical: str) -> tuple[str, bool] | None:
+        """(stored hash, disabled) of an account, or None. An indexed read."""
+        rows = self._fetch(
+            "SELECT password_hash, disabled FROM accounts WHERE address = ?", (canonical,)
+        )
+        return (str(rows[0][0]), bool(rows[0][1])) if rows else None
 
     def close(self) -> None:
         if self._executor is not None:

@@ -455,6 +455,14 @@ class AuthConfig:
         default=4096,
         metadata=_key(v.scram_iterations, "PBKDF2 rounds for new SCRAM-SHA-256 secrets"),
     )
+    credential_cache_ttl: float = field(
+        default=60.0,
+        metadata=_key(
+            v.duration_or_zero,
+            "How long a verified PLAIN/LOGIN password is remembered; 0 turns it off",
+            to_toml=_DURATION,
+        ),
+    )
     oauth_jwks: str | None = field(
         default=None,
         metadata=_key(v.text, "Issuer public keys for XOAUTH2/OAUTHBEARER: file or https URL"),

@@ -123,7 +123,11 @@ def _load_tls(config: Config) -> TlsContextHolder | None:
 def _open_users(config: Config) -> UserStore:
     try:
         config.auth.user_db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return UserStore.open(config.auth.user_db, scram_iterations=config.auth.scram_iterations)
+        return UserStore.open(
+            config.auth.user_db,
+            scram_iterations=config.auth.scram_iterations,
+            credential_cache_ttl=config.auth.credential_cache_ttl,
+        )
     except Exception as exc:
         raise StartupError(f"auth.user_db: {config.auth.user_db}: {exc}") from None
 

@@ -1,0 +1,1 @@
+"""bench.peers — the processes a scenario runs: postgate, Postfix, Dovecot, NSD, smtp-sink."""

@@ -1,0 +1,1 @@
+"""bench.scenarios — the six scenarios, numbered as in the performance issue."""
