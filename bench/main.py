@@ -1,7 +1,7 @@
 """bench.main — parse the command line, run the chosen scenarios, write the results.
 
 SYNOPSIS
-    python -m bench [--quick] [--scenario N ...] [--keep] [--output DIR]
+    python -m bench [--quick] [--scenario N ...] [--workers N] [--keep] [--output DIR]
 
 DESCRIPTION
     Starts one private NSD (the sender domain's SPF and DMARC records for postgate's
@@ -16,6 +16,7 @@ DESCRIPTION
 OPTIONS
     --quick          small counts and 2 rounds: a smoke run of under a minute
     --scenario N     run only these scenarios (repeatable, or several numbers)
+    --workers N      run postgate with ``[server] workers = N``
     --keep           keep the work folder (server logs, configs, queues)
     --output DIR     where latest.json and latest.md go
 """
@@ -74,6 +75,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="scenario numbers to run (default: all)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="postgate's [server] workers (default: its own default, one process)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results folder")
     return parser.parse_args(argv)
 
@@ -134,7 +141,9 @@ def markdown_document(document: dict[str, Any], reports: Sequence[ScenarioReport
         "",
         f"Command: `{document['command']}` "
         f"({'quick smoke run' if document['quick'] else 'full run'}, "
-        f"{document['rounds']} rounds per side, medians; ratio = postgate / Postfix).",
+        f"{document['rounds']} rounds per side, medians; ratio = postgate / Postfix; "
+        f"postgate with {document['postgate_workers']} worker process"
+        f"{'es' if document['postgate_workers'] > 1 else ''}).",
         "",
         render_markdown(table_rows(reports)),
     ]
@@ -152,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fd_limit = raise_fd_limit()
     workdir = Path(tempfile.mkdtemp(prefix="pgbench-", dir="/tmp"))
     workdir.chmod(0o755)
-    ctx = Context(workdir=workdir, plan=plan, dns_server=None, log=log)
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit("bench: --workers must be 1 or more")
+    ctx = Context(workdir=workdir, plan=plan, dns_server=None, log=log, workers=args.workers)
     given = list(sys.argv[1:] if argv is None else argv)
     command = os.environ.get("BENCH_COMMAND") or shlex.join(
         [".venv/bin/python", "-m", "bench", *given]
@@ -171,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": command,
         "argv": sys.argv,
         "quick": args.quick,
+        "postgate_workers": args.workers or 1,
         "rounds": plan.rounds,
         "plan": plan.__dict__,
         "fd_limit": fd_limit,

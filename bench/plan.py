@@ -26,6 +26,7 @@ class Plan:
     submission_multi_connections: int = 0
     submission_multi_messages: int = 5
     submission_warmup_connections: int = 2
+    submission_uncached_connections: int = 0  # (a') postgate's credential cache off; 0 skips
     # Scenario 4: messages queued then delivered per run.
     outbound_messages: int = 0
     outbound_fill_sessions: int = 10
@@ -64,8 +65,9 @@ FULL = Plan(
     small_messages={1: 500, 10: 2500, 50: 2500},
     small_no_reuse_messages=1000,
     large_messages={1: 150, 10: 500, 50: 500},
-    submission_single_connections=40,
-    submission_multi_connections=20,
+    submission_single_connections=100,
+    submission_multi_connections=40,
+    submission_uncached_connections=40,
     outbound_messages=2000,
     idle_postgate=10_000,
     idle_postfix=200,

@@ -61,6 +61,7 @@ class ServerProcess:
     root: Path
     ports: dict[str, int] = field(default_factory=dict)
     extra_config: str = ""
+    server_extra: str = ""
     routing_extra: str = ""
     queue_extra: str = ""
     # Tests never ask the machine's resolver (it is not on loopback): DNS goes to a
@@ -112,6 +113,7 @@ class ServerProcess:
 [server]
 hostname = "{HOSTNAME}"
 data_dir = "data"
+{self.server_extra}
 
 [[listener]]
 name = "mx"

@@ -68,8 +68,9 @@ class PostgateSettings:
     max_connections: int = 20_000
     max_connections_per_client: int = 20_000
     log_level: str = "info"
-    # Placeholder for `[server] workers = N` (a multi-process server): nothing sets it
-    # yet; when postgate has the key, a --workers flag in bench.main fills it in.
+    # None: postgate's default. "0" turns its cache of verified passwords off.
+    credential_cache_ttl: str | None = None
+    # `[server] workers = N` (several processes on SO_REUSEPORT); bench --workers N.
     workers: int | None = None
     extra: dict[str, str] = field(default_factory=dict)  # section -> raw TOML lines
 
@@ -122,6 +123,12 @@ def postgate_config_text(settings: PostgateSettings, ports: dict[str, int]) -> s
         ),
         ("[delivery]", delivery_lines),
         ("[mailauth]", [f"enabled = {'true' if settings.mailauth else 'false'}"]),
+        (
+            "[auth]",
+            []
+            if settings.credential_cache_ttl is None
+            else [f"credential_cache_ttl = {settings.credential_cache_ttl}"],
+        ),
         ("[log]", [f'level = "{settings.log_level}"', 'format = "json"', 'file = "postgate.log"']),
     ]
     text = []
@@ -280,6 +287,14 @@ class PostgateServer:
         if row is None or row[0] is None:
             return None
         return float(row[0]), float(row[1])
+
+    def effective_setting(self, key: str) -> str:
+        """A key's value in force, as `postgate config check` prints it ("key = value")."""
+        for line in self.cli("config", "check").splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() == key:
+                return value.strip()
+        return "(no such key in this postgate)"
 
     def password_hash(self) -> str:
         """The argon2id hash postgate stored for the bench user (Dovecot verifies the same)."""

@@ -46,6 +46,7 @@ class Context:
     dns_server: str | None
     dns_error: str | None = None
     log: Callable[[str], None] = print
+    workers: int | None = None  # postgate's [server] workers (--workers); None: its default
     # Filled by scenario 1 (10 sessions, 2 KB, reuse): each side's median msg/s,
     # which scenario 6 runs at half of.
     peak_rates: dict[Side, float] = field(default_factory=dict)

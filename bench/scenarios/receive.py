@@ -38,8 +38,8 @@ TARGET_SESSIONS = (10, 50)
 
 def postgate_settings(ctx: Context) -> PostgateSettings:
     if ctx.dns_server is None:
-        return PostgateSettings(mailauth=False)
-    return PostgateSettings(dns_server=ctx.dns_server, mailauth=True)
+        return PostgateSettings(mailauth=False, workers=ctx.workers)
+    return PostgateSettings(dns_server=ctx.dns_server, mailauth=True, workers=ctx.workers)
 
 
 def run(ctx: Context, number: int) -> ScenarioReport:

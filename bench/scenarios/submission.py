@@ -15,6 +15,13 @@ DESCRIPTION
     smtpd_tls_auth_only=yes, smtpd_sasl_auth_enable=yes, and only authenticated
     clients may send (smtpd_client_restrictions=permit_sasl_authenticated,reject).
 
+    postgate remembers a verified password for a minute (``[auth]
+    credential_cache_ttl``), so after the warm-up its logins skip argon2. Dovecot's
+    auth cache does not do that: it keeps the passdb entry and verifies every login's
+    password against the cached hash, argon2 again (src/auth/passdb-cache.c). Rows
+    (a) and (b) compare the two as configured; row (a') turns postgate's cache off, so
+    both sides run argon2 on every login (full run only).
+
     Each timed run starts on an empty queue after a warm-up of one or two connections; the
     queue must then hold exactly the warm-up and the run's messages.
 """
@@ -22,6 +29,7 @@ DESCRIPTION
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from bench.peers.dovecot import DovecotAuth, dovecot_missing
@@ -67,16 +75,23 @@ async def submit(
     return time.perf_counter() - started
 
 
-def _timed(port: int, sessions: int, connections: int, per_connection: int, warmup: int) -> float:
+def _timed(
+    port: int, sessions: int, connections: int, per_connection: int, warmup: int
+) -> tuple[float, str]:
+    """Untimed warm-up, then the timed run: (seconds, TLS versions negotiated)."""
     budget = 60.0 + connections * per_connection * 2.0
-    run_async(submit(port, sessions, warmup, 1), 60.0)
-    return run_async(submit(port, sessions, connections, per_connection), budget)
+    versions: set[str] = set()
+    run_async(submit(port, sessions, warmup, 1, versions), 60.0)
+    seconds = run_async(submit(port, sessions, connections, per_connection, versions), budget)
+    return seconds, ", ".join(sorted(versions))
 
 
 def run(ctx: Context) -> ScenarioReport:
     plan = ctx.plan
     report = ScenarioReport(3, TITLE)
-    postgate = PostgateServer(ctx.folder("s3-postgate"), PostgateSettings(mailauth=False))
+    with_cache = PostgateSettings(mailauth=False, workers=ctx.workers)
+    without_cache = dataclasses.replace(with_cache, credential_cache_ttl="0")
+    postgate = PostgateServer(ctx.folder("s3-postgate"), with_cache)
     postgate.setup()
     password_hash = postgate.password_hash()
     dovecot = DovecotAuth(ctx.folder("s3-dovecot"), {RECIPIENT: password_hash})
@@ -87,7 +102,7 @@ def run(ctx: Context) -> ScenarioReport:
         "tls_certificate": "same file on both sides: self-signed ECDSA P-256 (postgate's)",
         "password_hash": password_hash.rsplit("$", 2)[0] + "$<salt>$<hash>",
         "postgate_hash_check": "argon2-cffi PasswordHasher (library defaults), thread pool",
-        "postgate_credential_cache": "none found in src/ at the time of the run",
+        "postgate_credential_cache_ttl": postgate.effective_setting("credential_cache_ttl"),
         "postfix_sasl": "Dovecot " + "; ".join(f"{k} = {v}" for k, v in dovecot.settings().items()),
     }
     try:
@@ -121,19 +136,28 @@ def run(ctx: Context) -> ScenarioReport:
                 postfix_error = f"Postfix with Dovecot SASL did not start: {describe_error(exc)}"
         if postfix_error is not None:
             report.errors.append(f"no Postfix numbers, so no ratio: {postfix_error}")
-        for label, connections, per_connection in (
-            ("a", plan.submission_single_connections, 1),
-            ("b", plan.submission_multi_connections, plan.submission_multi_messages),
-        ):
+        variants = [
+            ("a", plan.submission_single_connections, 1, with_cache),
+            ("b", plan.submission_multi_connections, plan.submission_multi_messages, with_cache),
+        ]
+        if plan.submission_uncached_connections:
+            variants.append(("a'", plan.submission_uncached_connections, 1, without_cache))
+        for label, connections, per_connection, settings in variants:
             messages = connections * per_connection
+            uncached = settings.credential_cache_ttl == "0"
             case = Case(
                 scenario=3,
                 name=f"({label}) {per_connection} message{'s' if per_connection > 1 else ''} "
-                f"per connection, {plan.submission_sessions} sessions",
+                f"per connection, {plan.submission_sessions} sessions"
+                + (", postgate credential cache off" if uncached else ""),
                 key="rate",
                 unit="msg/s",
                 higher_is_better=True,
-                settings={"connections": connections, "messages": messages},
+                settings={
+                    "connections": connections,
+                    "messages": messages,
+                    "postgate_credential_cache_ttl": settings.credential_cache_ttl or "default",
+                },
             )
             report.cases.append(case)
             ctx.log(f"  [3] {case.name}: {messages} messages per run")
@@ -145,9 +169,11 @@ def run(ctx: Context) -> ScenarioReport:
                 per_connection: int = per_connection,
                 expected: int = expected,
                 messages: int = messages,
+                settings: PostgateSettings = settings,
             ) -> Measurement:
                 postgate.stop()
                 postgate.wipe_queue()
+                postgate.reconfigure(settings)
                 postgate.start()
                 try:
                     seconds, tls = _timed(

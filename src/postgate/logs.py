@@ -34,6 +34,8 @@ def configure_logging(level: str = "info", fmt: str = "json", file: Path | None 
     )
     structlog.configure(
         processors=[
+            # Carries `worker` (server.workers) into every line a worker process logs.
+            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

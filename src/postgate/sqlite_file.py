@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 
@@ -23,9 +24,27 @@ def open_private_database(path: Path, schema: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     try:
         connection.execute("PRAGMA busy_timeout = 5000")
-        connection.execute("PRAGMA journal_mode = WAL")
+        use_wal(connection)
         connection.executescript(schema)
     except sqlite3.Error:
         connection.close()
         raise
     return connection
+
+
+def use_wal(connection: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch to WAL mode, waiting out another process doing the same.
+
+    Changing the journal mode of a new file needs it to ourselves, and SQLite answers
+    "database is locked" at once, without its busy handler, when another connection
+    (a second worker process starting at the same moment) holds it. Bounded retries:
+    a lock that outlasts them is an error for the caller.
+    """
+    for attempt in range(attempts):
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)

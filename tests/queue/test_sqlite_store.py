@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
 
@@ -95,6 +97,25 @@ async def test_the_wal_is_checkpointed_and_stays_bounded(
     assert (tmp_path / "queue.db-wal").stat().st_size < 7 << 20
     assert (tmp_path / "queue.db").stat().st_size > 4 << 20  # copied into the database
     assert await store.load_message(ids[0]) == big
+
+
+async def test_a_writer_waits_for_its_turn_then_commits(store: SqliteStore, tmp_path: Path) -> None:
+    # Another process's writer (a second server worker, the CLI) holds the turn:
+    # ours must wait for it rather than write beside it, then carry on.
+    lock_path = tmp_path / "queue.db.lock"
+    other = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        pending = asyncio.ensure_future(
+            store.enqueue(make_envelope("a@example.org", "b@example.com"), MESSAGE)
+        )
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done, "enqueue committed while another writer held the turn"
+        fcntl.flock(other, fcntl.LOCK_UN)
+        queue_id = await asyncio.wait_for(pending, 10)
+    finally:
+        os.close(other)
+    assert [m.queue_id for m in await store.list_messages()] == [queue_id]
 
 
 async def test_newer_schema_version_is_refused(tmp_path: Path) -> None:

@@ -9,12 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from postgate.accounts import AccountError, UserStore, generate_password
 from postgate.cli.common import CliError, load
 from postgate.config import ConfigError, default_config_text, parse_config
 from postgate.logs import configure_logging
 from postgate.server.app import StartupError, run_server
+from postgate.server.listen import ListenError, bind_all
 from postgate.server.tls import generate_self_signed
+from postgate.server.workers import STARTUP_FAILED, WorkerRole, supervise
+
+log = structlog.get_logger("postgate.server")
 
 
 def register(commands: Any) -> None:
@@ -138,8 +144,32 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"postgate: listening: {listing}", file=sys.stderr, flush=True)
 
     _use_uvloop()
+    # The SQLite writer thread gives the GIL back around each statement and then waits
+    # for the event loop to release it: up to the switch interval (5 ms by default)
+    # when the loop is busy. A shorter interval cuts that wait from every batch that
+    # sessions are waiting on; 1 ms measured best (bench/, scenario 2).
+    sys.setswitchinterval(0.001)
+    if config.workers == 1:
+        try:
+            asyncio.run(run_server(config, on_ready=ready))
+        except StartupError as exc:
+            raise CliError(f"cannot start: {exc}", exit_code=1) from None
+        return 0
     try:
-        asyncio.run(run_server(config, on_ready=ready))
-    except StartupError as exc:
+        bound = bind_all(config.listeners, copies=config.workers)
+    except ListenError as exc:
         raise CliError(f"cannot start: {exc}", exit_code=1) from None
-    return 0
+
+    def run_worker(role: WorkerRole) -> int:
+        try:
+            asyncio.run(run_server(config, on_ready=ready if role.primary else None, worker=role))
+        except StartupError as exc:
+            # Every worker meets the same bad file or setting: one line is enough.
+            if role.primary:
+                print(f"postgate: cannot start: {exc}", file=sys.stderr, flush=True)
+            else:
+                log.error("worker cannot start", reason=str(exc))
+            return STARTUP_FAILED
+        return 0
+
+    return supervise(bound, run_worker)

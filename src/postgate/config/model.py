@@ -158,6 +158,10 @@ class ServerSection:
         default=Path("/var/lib/postgate"),
         metadata=_key(v.path, "Directory holding the queue, mailboxes and user database"),
     )
+    workers: int = field(
+        default=1,
+        metadata=_key(v.positive_int, "Server processes sharing the listening ports"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,6 +590,7 @@ class Config:
     source: Path | None
     dkim: DkimConfig | None = None  # None only in hand-built configs; the parser fills it
     mailauth: MailauthConfig = field(default_factory=MailauthConfig)
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)

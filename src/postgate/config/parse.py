@@ -141,6 +141,7 @@ def _read_document(reader: _Reader, document: Mapping[str, Any], base_dir: Path)
         source=None,
         dkim=read["dkim"],
         mailauth=read["mailauth"],
+        workers=server.workers,
     )
 
 

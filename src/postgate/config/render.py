@@ -62,7 +62,11 @@ def rendered_value(section: Section, key: str, value: object) -> str:
 
 def _instances(config: Config, section: Section) -> list[Any]:
     if section.name == "server":
-        return [ServerSection(hostname=config.hostname, data_dir=config.data_dir)]
+        return [
+            ServerSection(
+                hostname=config.hostname, data_dir=config.data_dir, workers=config.workers
+            )
+        ]
     if section.array:
         return list(config.listeners)
     value = getattr(config, section.name)

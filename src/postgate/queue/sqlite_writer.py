@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import queue
 import sqlite3
@@ -54,20 +55,43 @@ from typing import Any, TypeVar
 import structlog
 
 from postgate.queue.store import QueueError
+from postgate.sqlite_file import use_wal
 
 T = TypeVar("T")
 
 log = structlog.get_logger("postgate.queue")
 
-MESSAGE_INSERT = (
+_MESSAGE_COLUMNS = (
     "INSERT INTO messages (queue_id, sender, ret, envid, smtputf8, body_type,"
-    " client_address, client_helo, authenticated_user, received_at, size, message)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    " client_address, client_helo, authenticated_user, received_at, size, message) VALUES "
 )
-RECIPIENT_INSERT = (
+_MESSAGE_VALUES = "(?,?,?,?,?,?,?,?,?,?,?,?)"
+_RECIPIENT_COLUMNS = (
     "INSERT INTO recipients (queue_id, address, original, notify, orcpt, status,"
-    " attempts, next_attempt_at, first_queued_at) VALUES (?,?,?,?,?,?,0,?,?)"
+    " attempts, next_attempt_at, first_queued_at) VALUES "
 )
+_RECIPIENT_VALUES = "(?,?,?,?,?,?,0,?,?)"
+MESSAGE_INSERT = _MESSAGE_COLUMNS + _MESSAGE_VALUES
+RECIPIENT_INSERT = _RECIPIENT_COLUMNS + _RECIPIENT_VALUES
+# Rows per multi-row INSERT: well under SQLite's 32,766 bound variables.
+_ROWS_PER_INSERT = 256
+
+
+def insert_rows(
+    conn: sqlite3.Connection, columns: str, values: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` with as few statements as possible.
+
+    Each statement is one sqlite3_step, and the sqlite3 module releases the GIL around
+    every step. Getting it back waits for the event loop thread to let go of it (up
+    to the switch interval when the loop is busy), so executemany's one step per row
+    made a batch's latency grow with its size. One multi-row INSERT is one wait.
+    """
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        part = rows[start : start + _ROWS_PER_INSERT]
+        sql = columns + ",".join([values] * len(part))
+        conn.execute(sql, [value for row in part for value in row])
+
 
 MessageRow = tuple[Any, ...]
 RecipientRow = tuple[Any, ...]
@@ -141,7 +165,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # exactly one batch.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA journal_mode=WAL")
+    use_wal(conn)
     # In WAL mode synchronous=FULL syncs the WAL at every commit (NORMAL would only
     # sync at checkpoints and could lose the last commits on power loss). That fsync
     # is what makes "250 means durable" true. https://sqlite.org/pragma.html#pragma_synchronous
@@ -152,6 +176,34 @@ def connect(path: Path) -> sqlite3.Connection:
     # every session of that batch wait for the copy into the database file.
     conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
+
+
+class WriterTurn:
+    """Whose turn it is to write, between processes: an flock on ``<queue>.lock``.
+
+    Several server processes (``[server] workers``) and the CLI each have a writer.
+    SQLite would make a second writer sleep and retry (busy_timeout polls in steps of
+    up to 100 ms); a blocking flock instead wakes the next writer the moment the lock
+    is free. Uncontended it costs two system calls per batch.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self._path = database.with_name(database.name + ".lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class SqliteWriter:
@@ -174,6 +226,7 @@ class SqliteWriter:
         self.commit_count = 0
         self.largest_batch = 0
         self._written = 0  # bytes (roughly) added to the WAL since the last checkpoint
+        self._turn = WriterTurn(path)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -235,6 +288,7 @@ class SqliteWriter:
                     break
         finally:
             conn.close()
+            self._turn.close()
 
     def _take_batch(self) -> tuple[list[_Enqueue | _Run], bool]:
         first = self._requests.get()
@@ -255,7 +309,8 @@ class SqliteWriter:
         # Whatever goes wrong, every caller of the batch gets an answer and the
         # thread lives on to serve the next batch.
         try:
-            self._execute(conn, batch)
+            with self._turn:
+                self._execute(conn, batch)
         except Exception as exc:
             log.exception("queue batch failed", batch=len(batch))
             self._rollback(conn)
@@ -294,8 +349,13 @@ class SqliteWriter:
     ) -> list[tuple[asyncio.AbstractEventLoop, _Outcome]]:
         try:
             conn.execute("SAVEPOINT enqueue")
-            conn.executemany(MESSAGE_INSERT, [r.message_row for r in enqueues])
-            conn.executemany(RECIPIENT_INSERT, [row for r in enqueues for row in r.recipient_rows])
+            insert_rows(conn, _MESSAGE_COLUMNS, _MESSAGE_VALUES, [r.message_row for r in enqueues])
+            insert_rows(
+                conn,
+                _RECIPIENT_COLUMNS,
+                _RECIPIENT_VALUES,
+                [row for r in enqueues for row in r.recipient_rows],
+            )
             conn.execute("RELEASE enqueue")
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK TO enqueue")

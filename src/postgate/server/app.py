@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import os
 import signal
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +25,7 @@ from dataclasses import dataclass
 import structlog
 
 from postgate.accounts import UserStore
-from postgate.config import Config, ConfigError, ListenerConfig, ListenerRole, load_config
+from postgate.config import Config, ConfigError, ListenerRole, load_config
 from postgate.counters import Counters, CountersError, open_counters
 from postgate.delivery.base import Route
 from postgate.delivery.bounces import Notifier
@@ -45,10 +42,12 @@ from postgate.queue.sqlite import SqliteStore
 from postgate.routing import AliasTable, Router, RoutingError, load_alias_file
 from postgate.sasl.jwks import JwksError, load_jwks
 from postgate.sasl.tokens import TokenConfigError, TokenValidator
+from postgate.server.listen import ListenError, bind_all
 from postgate.server.routes import RemoteTransports, RouteConfigError, build_route_function
 from postgate.server.services import Services
 from postgate.server.session import SmtpSessionProtocol
 from postgate.server.tls import TlsContextHolder, TlsError, switching_context
+from postgate.server.workers import WorkerRole, drain
 
 log = structlog.get_logger("postgate.server")
 
@@ -57,37 +56,6 @@ _SHUTDOWN_GRACE = 10.0
 
 class StartupError(Exception):
     """The server cannot start; the message is the one line to show the operator."""
-
-
-@dataclass(frozen=True)
-class BoundListener:
-    config: ListenerConfig
-    sockets: tuple[socket.socket, ...]
-
-
-def _bind(listener: ListenerConfig) -> BoundListener:
-    family = socket.AF_INET6 if ":" in listener.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and listener.address == "::":
-            # Also accept IPv4 on "::", as most admins expect from a wildcard.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind((listener.address, listener.port))
-        sock.listen(512)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
-        hint = ""
-        if exc.errno == errno.EACCES and listener.port < 1024:
-            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-        raise StartupError(
-            f"listener {listener.name}: cannot listen on {listener.address}:{listener.port}: "
-            f"{why.lower()}{hint}"
-        ) from None
-    return BoundListener(listener, (sock,))
 
 
 def _load_aliases(config: Config) -> AliasTable:
@@ -199,19 +167,22 @@ async def run_server(
     *,
     on_ready: Callable[[list[tuple[str, str, int]]], None] | None = None,
     stop_event: asyncio.Event | None = None,
+    worker: WorkerRole | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop_event``); raise StartupError on bad start."""
+    """Serve until SIGTERM/SIGINT (or ``stop_event``); raise StartupError on bad start.
+
+    ``worker`` is set in a process of a multi-worker server (server.workers): the
+    sockets are bound already, and only the primary delivers."""
     tls = _load_tls(config)
     aliases = _load_aliases(config)
-    bound: list[BoundListener] = []
-    try:
-        for listener in config.listeners:
-            bound.append(_bind(listener))
-    except StartupError:
-        for item in bound:
-            for sock in item.sockets:
-                sock.close()
-        raise
+    if worker is not None:
+        bound = list(worker.bound)
+    else:
+        try:
+            bound = bind_all(config.listeners)[0]
+        except ListenError as exc:
+            raise StartupError(str(exc)) from None
+    primary = worker is None or worker.primary
     tokens = await _load_tokens(config)
     users = _open_users(config)
     store = await _open_store(config)
@@ -238,7 +209,11 @@ async def run_server(
         tls,
         aliases,
         tokens,
-        on_message_queued=lambda: scheduler_holder[0].wake() if scheduler_holder else None,
+        on_message_queued=(
+            (lambda: scheduler_holder[0].wake() if scheduler_holder else None)
+            if primary
+            else (worker.poke if worker is not None else lambda: None)
+        ),
         previous=None,
     )
     # Sessions and the scheduler read the *current* services when they start work;
@@ -248,9 +223,10 @@ async def run_server(
     # killed predecessor held, instead of waiting for them to expire (invariant 2
     # still holds: that process is gone). Other nodes' leases are left to expire.
     owner = config.hostname
-    reclaimed = await store.release_leases(owner)
-    if reclaimed:
-        log.info("reclaimed leases of a previous run", recipients=reclaimed)
+    if primary:
+        reclaimed = await store.release_leases(owner)
+        if reclaimed:
+            log.info("reclaimed leases of a previous run", recipients=reclaimed)
     notifier = Notifier(
         store,
         reporting_mta=config.hostname,
@@ -273,6 +249,14 @@ async def run_server(
         idle_poll=5.0,
     )
     scheduler_holder.append(scheduler)
+    if primary and worker is not None and worker.wake_reader is not None:
+        wake_fd = worker.wake_reader
+
+        def woken() -> None:
+            drain(wake_fd)  # another worker queued mail
+            scheduler.wake()
+
+        loop.add_reader(wake_fd, woken)
     servers: list[asyncio.base_events.Server] = []
     stop = stop_event or asyncio.Event()
     for item in bound:
@@ -288,18 +272,22 @@ async def run_server(
             servers.append(server)
     rotation_stop = asyncio.Event()
     assert config.dkim is not None
-    background = [
-        loop.create_task(scheduler.run()),
-        loop.create_task(notifier.run()),
-        loop.create_task(
-            run_rotation(
-                _key_manager(config, keys),
-                resolver,
-                interval=config.dkim.check_interval,
-                stop=rotation_stop,
-            )
-        ),
-    ]
+    background = (
+        [
+            loop.create_task(scheduler.run()),
+            loop.create_task(notifier.run()),
+            loop.create_task(
+                run_rotation(
+                    _key_manager(config, keys),
+                    resolver,
+                    interval=config.dkim.check_interval,
+                    stop=rotation_stop,
+                )
+            ),
+        ]
+        if primary
+        else []
+    )
 
     async def reload() -> None:
         try:
@@ -328,6 +316,8 @@ async def run_server(
         await stop.wait()
     finally:
         log.info("stopping")
+        if primary and worker is not None and worker.wake_reader is not None:
+            loop.remove_reader(worker.wake_reader)
         for server in servers:
             server.close()
         sessions = list(current[0].sessions)
@@ -335,8 +325,9 @@ async def run_server(
             await asyncio.wait(sessions, timeout=_SHUTDOWN_GRACE)
             for task in sessions:
                 task.cancel()
-        await scheduler.stop()
-        await notifier.stop()
+        if primary:
+            await scheduler.stop()
+            await notifier.stop()
         rotation_stop.set()
         for task in background:
             task.cancel()

@@ -414,7 +414,8 @@ class SmtpSessionProtocol(asyncio.Protocol):
             )
             return
         self.conn.respond(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
-        self.services.message_queued()
+        if not self.config.queue.hold_incoming:
+            self.services.message_queued()  # held mail is not due: no need to look
         self._log(
             "accepted",
             queue_id=queue_id,

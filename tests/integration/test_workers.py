@@ -1,0 +1,133 @@
+"""``[server] workers = 2``: two processes share the ports, one of them delivers.
+
+The server runs as an operator starts it; the tests look at what the operator
+would: replies, the Maildir, the log (every worker's lines carry ``worker``) and
+the processes themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ALICE, make_server
+from tests.server_process import ServerProcess, port_accepts, wait_for
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = 40
+
+
+def send_one(port: int, number: int) -> str:
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.ehlo("peer.example")
+        client.mail("someone@example.org")
+        client.rcpt(ALICE[0])
+        code, reply = client.data(f"Subject: {number}\r\n\r\nbody {number}\r\n".encode())
+        assert code == 250, reply
+        return reply.decode().rsplit(" ", 1)[-1]
+
+
+def records(server: ServerProcess, event: str) -> list[dict[str, object]]:
+    return [record for record in server.log_records() if record.get("event") == event]
+
+
+def worker_pid(server: ServerProcess, index: int, not_pid: object = None) -> int:
+    def started() -> object:
+        pids = [
+            record["pid"]
+            for record in records(server, "worker started")
+            if record.get("worker") == index and record["pid"] != not_pid
+        ]
+        return pids[-1] if pids else None
+
+    pid = wait_for(started, 20, f"worker {index} to start")
+    assert isinstance(pid, int)
+    return pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> ServerProcess:
+    return make_server(tmp_path / "pg", server_extra="workers = 2")
+
+
+def test_both_workers_receive_and_the_primary_delivers(two_workers: ServerProcess) -> None:
+    server = two_workers
+    server.start()
+    try:
+        listening = wait_for(
+            lambda: len(records(server, "listening")) >= 6 and records(server, "listening"),
+            20,
+            "both workers to listen on three ports",
+        )
+        assert isinstance(listening, list)
+        assert {(r["worker"], r["port"]) for r in listening} == {
+            (worker, port) for worker in (0, 1) for port in server.ports.values()
+        }
+        # Separate connections from separate source ports: the kernel's SO_REUSEPORT
+        # hash sends them to both workers (all 40 on one would be a 2**-39 chance).
+        with ThreadPoolExecutor(8) as pool:
+            queue_ids = list(pool.map(lambda n: send_one(server.ports["mx"], n), range(MESSAGES)))
+        assert len(set(queue_ids)) == MESSAGES
+        files = server.wait_for_delivery(ALICE[0], MESSAGES, timeout=30)
+        assert len(files) == MESSAGES
+        bodies = {f.read_bytes().rsplit(b"body ", 1)[-1].strip() for f in files}
+        assert bodies == {str(n).encode() for n in range(MESSAGES)}
+        accepted = records(server, "accepted")
+        assert {r["queue_id"] for r in accepted} == set(queue_ids)
+        assert {r["worker"] for r in accepted} == {0, 1}
+        deliveries = wait_for(
+            lambda: len(records(server, "delivery")) >= MESSAGES and records(server, "delivery"),
+            10,
+            "a delivery record per message",
+        )
+        assert isinstance(deliveries, list)
+        assert {r["worker"] for r in deliveries} == {0}
+    finally:
+        server.stop()
+    assert server.process is not None and server.process.returncode == 0
+
+
+def test_a_killed_primary_is_replaced_and_sigterm_stops_all(two_workers: ServerProcess) -> None:
+    server = two_workers
+    server.start()
+    try:
+        first = worker_pid(server, 0)
+        other = worker_pid(server, 1)
+        os.kill(first, signal.SIGKILL)
+        server.wait_for_log(event="worker died; starting it again", worker=0)
+        second = worker_pid(server, 0, not_pid=first)
+        assert second != first and alive(second) and alive(other)
+        wait_for(lambda: all(port_accepts(p) for p in server.ports.values()), 20, "ports")
+        # The new primary delivers: mail queued by whichever worker reaches Alice.
+        send_one(server.ports["mx"], 1)
+        assert len(server.wait_for_delivery(ALICE[0], 1, timeout=30)) == 1
+    finally:
+        server.stop()
+    assert server.process is not None and server.process.returncode == 0
+    wait_for(lambda: not alive(second) and not alive(other), 10, "workers to exit")
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_one_line(
+    two_workers: ServerProcess,
+) -> None:
+    server = two_workers
+    server.cert_file.unlink()
+    result = subprocess.run(server.command("serve"), capture_output=True, timeout=60, check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.decode().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr.decode()
+    assert "tls.cert_file" in lines[0] and str(server.cert_file) in lines[0]
