@@ -20,6 +20,7 @@ from postgate.queue.admin import Selector
 from postgate.queue.model import QueuedMessageSummary, RecipientStatus
 from postgate.queue.qshape import DEFAULT_STATUSES, build_qshape
 from postgate.queue.sqlite import SqliteStore
+from postgate.queue.wakeup import poke, wakeup_path
 
 QSHAPE_QUEUES = {
     "active": (RecipientStatus.QUEUED,),
@@ -235,6 +236,9 @@ def run_action(args: argparse.Namespace) -> int:
                 unknown.append(selector.queue_id)
             progress.update(done)
         print(f"{args.action_name}: {changed} recipient(s) changed")
+        if changed and name in ("requeue", "release"):
+            # Now due: tell a running server, as `postqueue -f` tells Postfix's qmgr.
+            poke(wakeup_path(store.path))
         if unknown:
             # A mistyped id must not look like success to a script.
             raise CliError(f"no queued message {', '.join(unknown)}")

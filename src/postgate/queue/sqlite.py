@@ -81,6 +81,7 @@ class SqliteStore:
         clock: Callable[[], float],
     ) -> None:
         self._writer = writer
+        self.path = writer.path  # the queue file (its .lock and .wake live beside it)
         self._reader = reader
         self._reader_executor = reader_executor
         self._clock = clock

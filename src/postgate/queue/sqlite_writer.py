@@ -217,6 +217,7 @@ class SqliteWriter:
         max_batch: int = 512,
     ) -> None:
         self._path = path
+        self.path = path
         self._prepare = prepare
         self._max_batch = max_batch
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -39,6 +39,7 @@ from postgate.policy.lockout import Lockout, LockoutSettings
 from postgate.policy.sender import SenderPolicy, SenderRules
 from postgate.queue.scheduler import Scheduler
 from postgate.queue.sqlite import SqliteStore
+from postgate.queue.wakeup import WakeupFifo, wakeup_path
 from postgate.routing import AliasTable, Router, RoutingError, load_alias_file
 from postgate.sasl.jwks import JwksError, load_jwks
 from postgate.sasl.tokens import TokenConfigError, TokenValidator
@@ -56,6 +57,16 @@ _SHUTDOWN_GRACE = 10.0
 
 class StartupError(Exception):
     """The server cannot start; the message is the one line to show the operator."""
+
+
+def _open_wakeup(config: Config) -> WakeupFifo | None:
+    path = wakeup_path(config.queue.path)
+    try:
+        return WakeupFifo.open(path)
+    except OSError as exc:
+        # Delivery still works; released mail just waits for the next queue scan.
+        log.warning("no queue wake-up FIFO", path=str(path), reason=exc.strerror or str(exc))
+        return None
 
 
 def _load_aliases(config: Config) -> AliasTable:
@@ -244,11 +255,21 @@ async def run_server(
         owner=owner,
         delay_warning_after=config.queue.delay_warning_after,
         on_outcome=lambda leased, result: notifier.wake(),
-        # `postgate queue flush|release` change the queue from another process, which
-        # cannot wake us: look at the queue at least this often.
+        # Mail can become due without a word to us (another node of a shared queue,
+        # a poke that found the FIFO full or missing): look at the queue this often.
         idle_poll=5.0,
     )
     scheduler_holder.append(scheduler)
+    wakeup = _open_wakeup(config) if primary else None
+    if wakeup is not None:
+
+        def poked() -> None:
+            assert wakeup is not None
+            wakeup.drain()
+            log.debug("queue poked")  # `postgate queue flush|release`
+            scheduler.wake()
+
+        loop.add_reader(wakeup.fileno(), poked)
     if primary and worker is not None and worker.wake_reader is not None:
         wake_fd = worker.wake_reader
 
@@ -318,6 +339,9 @@ async def run_server(
         log.info("stopping")
         if primary and worker is not None and worker.wake_reader is not None:
             loop.remove_reader(worker.wake_reader)
+        if wakeup is not None:
+            loop.remove_reader(wakeup.fileno())
+            wakeup.close()
         for server in servers:
             server.close()
         sessions = list(current[0].sessions)
