@@ -10,6 +10,7 @@ from postgate.mailauth.authres import build_authentication_results
 from postgate.mailauth.headers import (
     authserv_id_of,
     from_domains,
+    header_mentions,
     remove_forged_authentication_results,
     split_header_fields,
 )
@@ -154,6 +155,16 @@ def test_split_then_join_is_identity(lines: list[bytes], body: bytes) -> None:
     message = b"".join(line + b"\r\n" for line in lines if line.strip()) + b"\r\n" + body
     fields, offset = split_header_fields(message)
     assert b"".join(raw for _, raw in fields) + b"\r\n" + message[offset:] == message
+
+
+def test_header_mentions_looks_at_the_header_section_only() -> None:
+    signed = b"Subject: s\r\nDKIM-Signature: v=1; d=example.com\r\n\r\nbody\r\n"
+    quoted = b"Subject: s\r\n\r\nDKIM-Signature: in the body does not count\r\n"
+    folded = b"Subject: s\r\nX-Note: see\r\n  ARC-Seal here\r\n\r\nbody\r\n"
+    assert header_mentions(signed, b"dkim-signature")
+    assert not header_mentions(quoted, b"dkim-signature")
+    assert header_mentions(folded, b"arc-")  # conservative: anywhere in the header
+    assert not header_mentions(b"Subject: s\n\nARC-Seal: i=1\n", b"arc-")
 
 
 def test_from_domains() -> None:

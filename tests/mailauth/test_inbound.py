@@ -20,6 +20,7 @@ from postgate.mailauth.results import (
     DmarcStatus,
     SpfStatus,
 )
+from postgate.mailauth.spf import SpfVerdictCache
 from postgate.policy.verdict import Action
 from tests.mailauth.zone_stub import ZoneResolver
 
@@ -272,3 +273,44 @@ async def test_joined_with_the_dkim_verifier() -> None:
     assert re.search(
         rb"dkim=pass( \([^)]*\))? header\.d=example\.com header\.s=s1", verdict.headers_to_prepend
     )
+
+
+async def test_spf_verdicts_are_remembered_but_temperror_is_asked_again() -> None:
+    now = [1000.0]
+    cache = SpfVerdictCache(ttl=30.0, clock=lambda: now[0])
+    resolver = ZoneResolver(ZONE)
+
+    async def check(mail_from: str, ip: str = "192.0.2.1") -> Any:
+        return await evaluate_inbound(
+            message("example.com"),
+            client_ip=ip,
+            helo="mail.example.com",
+            mail_from=mail_from,
+            resolver=resolver,
+            options=options(),
+            dkim_verifier=verifier(),
+            spf_cache=cache,
+        )
+
+    def spf_queries() -> int:
+        return sum(1 for name, rtype in resolver.queries if rtype == "TXT" and "_dmarc" not in name)
+
+    first = await check("bounce@example.com")
+    asked = spf_queries()
+    assert asked >= 2  # MAIL FROM and HELO identities
+    second = await check("bounce@example.com")
+    assert spf_queries() == asked  # both verdicts came from the cache
+    assert (second.spf, second.helo_spf) == (first.spf, first.helo_spf)
+    # Another client address is another question, with its own answer.
+    other = await check("bounce@example.com", ip="203.0.113.9")
+    assert other.spf.status is SpfStatus.FAIL and spf_queries() > asked
+    # After the TTL the record is evaluated again.
+    asked = spf_queries()
+    now[0] += 31
+    await check("bounce@example.com")
+    assert spf_queries() > asked
+    # A temporary DNS failure is never remembered.
+    for _ in range(2):
+        asked = spf_queries()
+        failed = await check("a@broken.test")
+        assert failed.spf.status is SpfStatus.TEMPERROR and spf_queries() > asked

@@ -50,6 +50,7 @@ from postgate.dns.resolver import Resolver
 from postgate.mailauth.arc import ArcSealError, arc_seal
 from postgate.mailauth.headers import remove_header_fields
 from postgate.mailauth.inbound import InboundOptions, evaluate_inbound
+from postgate.mailauth.spf import SpfVerdictCache
 from postgate.policy.sender import SenderPolicy, from_header_addresses, sender_rejected_verdict
 from postgate.policy.verdict import Action, Verdict
 from postgate.queue.model import Envelope
@@ -114,6 +115,7 @@ class AcceptPipeline:
         self.signer = signer
         self.keys = keys
         self.arc_seal_forwarded = arc_seal_forwarded
+        self.spf_cache = SpfVerdictCache()
 
     async def prepare(self, message: bytes, arrival: Arrival) -> Prepared:
         end_of_headers = message.find(b"\r\n\r\n")
@@ -192,6 +194,7 @@ class AcceptPipeline:
                 resolver=resolver,
                 options=self.inbound,
                 dkim_verifier=lambda m: verify_dkim(m, resolver),
+                spf_cache=self.spf_cache,
             )
         except Exception as exc:  # invariant 5: a crashing check is a 4xx, never a 250
             log.exception("inbound checks failed", queue_id=arrival.queue_id)

@@ -52,6 +52,7 @@ import dkim
 import dkim.util
 
 from postgate.dns.resolver import DnsError, Resolver
+from postgate.mailauth.headers import header_mentions
 
 THREAD_THRESHOLD = 256 * 1024
 MIN_RSA_BITS = 1024  # RFC 8301 3.2: verifiers MUST NOT accept shorter keys
@@ -119,6 +120,8 @@ class _KeyLookup:
 
 async def verify_dkim(message: bytes, resolver: Resolver) -> list[DkimResult]:
     """Verify every DKIM-Signature of ``message``; see the module docstring."""
+    if not header_mentions(message, b"dkim-signature"):
+        return []  # most mail: no need to parse it
     try:
         headers, _body = dkim.rfc822_parse(message)
     except Exception:  # an unparsable header section has no signatures we can read

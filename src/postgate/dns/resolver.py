@@ -45,6 +45,7 @@ SEE ALSO
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
@@ -96,10 +97,14 @@ class _Answer:
     nxdomain: bool
 
 
+@functools.lru_cache(maxsize=8192)
 def canonical_name(name: str) -> str:
     """The form used to compare host names: lower-case A-labels, no trailing dot.
 
     Raises DnsError(temporary=False) for a name that cannot be a domain name.
+    Remembered (a pure function of its text): every cached lookup starts here, and
+    parsing with dnspython costs more than the cache hit it leads to. A raised error
+    is not remembered.
     """
     try:
         parsed = dns.name.from_text(name.strip())

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import dkim
 
 from postgate.dns import DnsError
-from postgate.mailauth.headers import split_header_fields
+from postgate.mailauth.headers import header_mentions, split_header_fields
 from postgate.mailauth.lookup import MailauthResolver, bounded
 from postgate.mailauth.results import ArcResult, ArcStatus
 
@@ -85,6 +85,10 @@ async def verify_arc(
     message: bytes, resolver: MailauthResolver, *, lookup_timeout: float = 5.0
 ) -> ArcResult:
     """Validate the ARC chain of an inbound message (RFC 8617 5.2). Never raises."""
+    if not header_mentions(message, b"arc-"):
+        # No ARC header field of any kind: dkimpy's verdict, without its parse of the
+        # whole message (any ARC-* field, even a stray one, goes to dkimpy).
+        return ArcResult(ArcStatus.NONE, 0, "Message is not ARC signed")
     keys: dict[str, bytes] = {}
     temporary_failure = ""
     for name in _key_names(message):

@@ -66,7 +66,7 @@ from postgate.mailauth.results import (
     SpfResult,
     SpfStatus,
 )
-from postgate.mailauth.spf import check_helo, check_spf
+from postgate.mailauth.spf import SpfVerdictCache, check_helo, check_spf
 from postgate.policy.verdict import Verdict
 
 DkimVerifier = Callable[[bytes], Awaitable[Sequence[DkimLike]]]
@@ -125,7 +125,8 @@ class InboundVerdict:
 
 async def _dkim(message: bytes, verifier: DkimVerifier, timeout: float) -> tuple[DkimLike, ...]:
     try:
-        return tuple(await asyncio.wait_for(verifier(message), timeout))
+        async with asyncio.timeout(timeout):
+            return tuple(await verifier(message))
     except Exception as exc:  # includes TimeoutError; a verifier bug must not bounce mail
         error = f"DKIM verifier failed: {type(exc).__name__}: {exc}"
         return (DkimSignatureResult("", "", "", "temperror", error),)
@@ -218,6 +219,7 @@ async def evaluate_inbound(
     options: InboundOptions,
     dkim_verifier: DkimVerifier | None = None,
     spf_result: SpfResult | None = None,
+    spf_cache: SpfVerdictCache | None = None,
 ) -> InboundVerdict:
     """Authenticate one message received on the MX port; see the module docstring."""
 
@@ -226,7 +228,11 @@ async def evaluate_inbound(
             return None
         if spf_result is not None:
             return spf_result
-        return await check_spf(
+        key = ("mailfrom", client_ip, mail_from, helo)
+        known = spf_cache.get(key) if spf_cache is not None else None
+        if known is not None:
+            return known
+        checked = await check_spf(
             client_ip,
             mail_from,
             helo,
@@ -235,13 +241,20 @@ async def evaluate_inbound(
             time_budget=options.spf_time_budget,
             receiver=options.authserv_id,
         )
+        if spf_cache is not None:
+            spf_cache.put(key, checked)
+        return checked
 
     async def helo_check() -> SpfResult | None:
         if not (options.spf_enabled and options.helo_spf_enabled):
             return None
         if not mail_from.strip().strip("<>"):
             return None  # the MAIL FROM check already used the HELO identity
-        return await check_helo(
+        key = ("helo", client_ip, "", helo)
+        known = spf_cache.get(key) if spf_cache is not None else None
+        if known is not None:
+            return known
+        checked = await check_helo(
             client_ip,
             helo,
             resolver,
@@ -249,6 +262,9 @@ async def evaluate_inbound(
             time_budget=options.spf_time_budget,
             receiver=options.authserv_id,
         )
+        if spf_cache is not None:
+            spf_cache.put(key, checked)
+        return checked
 
     async def dkim_check() -> tuple[DkimLike, ...] | None:
         if not options.dkim_enabled or dkim_verifier is None:

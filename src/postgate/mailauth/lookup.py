@@ -36,6 +36,8 @@ class MailauthResolver(Protocol):
 async def bounded(lookup: Awaitable[T], timeout: float, what: str) -> T:
     """Await one lookup for at most ``timeout`` seconds (a timeout is temporary)."""
     try:
-        return await asyncio.wait_for(lookup, timeout)
+        # Not wait_for: it would run each lookup (mostly a cache hit) in a new Task.
+        async with asyncio.timeout(timeout):
+            return await lookup
     except TimeoutError as exc:
         raise DnsError(f"{what}: no answer within {timeout:g}s", temporary=True) from exc

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from postgate.dns import DnsError
+from postgate.dns.cache import TtlCache
 from postgate.mailauth.lookup import MailauthResolver, bounded
 from postgate.mailauth.results import SpfResult, SpfScope, SpfStatus
 from postgate.mailauth.spf_record import (
@@ -260,6 +261,39 @@ class _Evaluation:
             return await self.expand(texts[0], context, explanation=True)
         except (SpfPermError, _TempError):
             return ""
+
+
+class SpfVerdictCache:
+    """Recent SPF results by (scope, client address, MAIL FROM, HELO).
+
+    A busy MX sees the same sender from the same address many times a second, and
+    evaluating the record again costs more than the whole rest of accepting a small
+    message, though every DNS answer it needs is in the resolver's cache. The key
+    holds everything check_host() reads from the session (the local part too, for
+    macros), so a hit is the answer the evaluation would give with the same DNS.
+    ``ttl`` bounds how long a changed record goes unnoticed beyond the resolver's own
+    cache. A temperror is never kept: the next message asks again (as the resolver
+    never caches a temporary failure).
+    """
+
+    def __init__(
+        self,
+        ttl: float = 30.0,
+        max_entries: int = 4096,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl
+        self._entries: TtlCache[tuple[str, str, str, str], SpfResult] = TtlCache(
+            max_entries, clock=clock
+        )
+
+    def get(self, key: tuple[str, str, str, str]) -> SpfResult | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str, str, str, str], result: SpfResult) -> None:
+        if result.status is not SpfStatus.TEMPERROR:
+            self._entries.put(key, result, self._ttl)
 
 
 def _describe(mechanism: Mechanism) -> str:

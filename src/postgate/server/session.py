@@ -168,7 +168,10 @@ class SmtpSessionProtocol(asyncio.Protocol):
         )
         self._data_ready.clear()
         try:
-            await asyncio.wait_for(self._data_ready.wait(), timeout)
+            # asyncio.timeout, not wait_for: wait_for wraps the wait in a new Task,
+            # once per command of every session.
+            async with asyncio.timeout(timeout):
+                await self._data_ready.wait()
         except TimeoutError:
             self._send_now(Reply(421, "4.4.2", f"{self.config.hostname} Timeout, closing"))
             self._log("disconnect", reason="idle timeout", timeout=timeout)
