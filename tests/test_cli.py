@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import smtplib
@@ -217,3 +218,30 @@ def test_send_prints_the_dialogue_and_delivers(tmp_path: Path) -> None:
         assert "refused: victim@elsewhere.example: 554 5.7.1" in refused.stderr
     finally:
         server.stop()
+
+
+def test_every_command_word_names_the_module_that_defines_it() -> None:
+    from postgate.cli.main import MODULE_OF_COMMAND, build_parser
+
+    full = build_parser()
+    subparsers = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == set(MODULE_OF_COMMAND)
+    for word in MODULE_OF_COMMAND:
+        alone = build_parser([word])
+        only = next(a for a in alone._actions if isinstance(a, argparse._SubParsersAction))
+        assert word in only.choices
+
+
+def test_a_queue_command_does_not_load_the_server() -> None:
+    # `postgate queue release` is waited for (by the operator and by the mail it
+    # releases): it must not pay for importing the whole server.
+    probe = (
+        "import sys\n"
+        "from postgate.cli.main import main\n"
+        "main(['--config', '/nonexistent/postgate.toml', 'queue', 'list'])\n"
+        "print('postgate.server.app' in sys.modules, 'postgate.cli.queue_cmd' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.split() == ["False", "True"], result.stderr

@@ -18,6 +18,7 @@ DESCRIPTION
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,17 @@ class Context:
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o755)
         return path
+
+
+SETTLE_SECONDS = 0.5
+
+
+def settle() -> None:
+    """Before a timed run: write back what is dirty and pause, so that the last run's
+    deletions (a whole queue, and on a disk mounted with ``discard`` their TRIMs) are
+    not paid for by this run. Called at the same point on both sides."""
+    os.sync()
+    time.sleep(SETTLE_SECONDS)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -30,8 +30,9 @@ from bench.loadgen import smtp_source
 from bench.peers.names import HELO_NAME, RECIPIENT, SENDER
 from bench.peers.postfix import PostfixServer
 from bench.peers.postgate import PostgateServer
+from bench.peers.sink import SmtpSink
 from bench.results import SIDES, Case, Measurement, ScenarioReport, Side, Target
-from bench.scenarios.common import Context, alternate, describe_error, run_async
+from bench.scenarios.common import Context, alternate, describe_error, run_async, settle
 from bench.scenarios.receive import postgate_settings
 from bench.smtp_client import SmtpConnection, make_body
 from bench.stats import percentile
@@ -158,6 +159,7 @@ def run(ctx: Context) -> ScenarioReport:
         postgate.stop()
         postgate.wipe_queue()
         postgate.start()
+        settle()
         try:
             values = run_async(
                 latency_run(
@@ -178,6 +180,7 @@ def run(ctx: Context) -> ScenarioReport:
 
     def on_postfix(_round: int) -> Measurement:
         postfix.delete_held()
+        settle()
         values = run_async(
             latency_run(
                 postfix.port(),
@@ -193,6 +196,25 @@ def run(ctx: Context) -> ScenarioReport:
             raise RuntimeError(f"Postfix held {held}, expected {expected}")
         return _measurement(values)
 
+    floors: list[dict[str, float]] = []
+
+    def on_sink(rate: float) -> None:
+        """The same load against smtp-sink (C, no disk, no checks): what the client,
+        the kernel and the shared cores add by themselves."""
+        with SmtpSink() as sink:
+            floors.append(
+                run_async(
+                    latency_run(
+                        sink.port,
+                        rate,
+                        plan.latency_transactions,
+                        plan.latency_pool,
+                        plan.latency_warmup,
+                    ),
+                    budget_for["postgate"],
+                )
+            )
+
     try:
         ctx.log(
             f"  [6] {plan.latency_transactions} transactions at "
@@ -207,9 +229,27 @@ def run(ctx: Context) -> ScenarioReport:
                 or (on_postfix if "postfix" in rates else "no peak rate for Postfix"),
             },
         )
+        if "postgate" in rates:
+            for _ in range(plan.rounds):
+                try:
+                    on_sink(rates["postgate"])
+                except Exception as exc:
+                    report.errors.append(f"smtp-sink floor not measured: {describe_error(exc)}")
+                    break
     finally:
         postgate.stop()
         postfix.stop()
+    if floors:
+        floor = {
+            key: round(sorted(f[key] for f in floors)[len(floors) // 2], 2)
+            for key in ("p50_ms", "p99_ms", "max_ms")
+        }
+        report.settings["smtp_sink_floor_at_postgate_rate"] = floor
+        cases[2].notes.append(
+            f"the client's floor: the same load against Postfix's smtp-sink (C, no disk) "
+            f"gives p50 {floor['p50_ms']} ms, p99 {floor['p99_ms']} ms "
+            f"(median of {len(floors)} runs)"
+        )
     return report
 
 

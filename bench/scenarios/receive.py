@@ -25,7 +25,7 @@ from bench.loadgen import smtp_source, smtp_source_argv
 from bench.peers.postfix import PostfixServer
 from bench.peers.postgate import PostgateServer, PostgateSettings, postgate_config_text
 from bench.results import SIDES, Case, Measurement, ScenarioReport, Target
-from bench.scenarios.common import Context, alternate
+from bench.scenarios.common import Context, alternate, settle
 
 SIZES = {1: 2048, 2: 102_400}
 TITLES = {
@@ -96,6 +96,7 @@ def run(ctx: Context, number: int) -> ScenarioReport:
                 postgate.stop()
                 postgate.wipe_queue()
                 postgate.start()
+                settle()
                 try:
                     port = postgate.ports["mx"]
                     smtp_source(port, sessions=sessions, messages=warmup, size=size, reuse=reuse)
@@ -124,6 +125,7 @@ def run(ctx: Context, number: int) -> ScenarioReport:
                 warmup: int = warmup,
             ) -> Measurement:
                 postfix.delete_held()
+                settle()
                 port = postfix.port()
                 smtp_source(port, sessions=sessions, messages=warmup, size=size, reuse=reuse)
                 seconds = smtp_source(

@@ -7,24 +7,43 @@ every handler returns an exit code and reports failures as one line on stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from postgate import __version__
-from postgate.cli import (
-    audit_cmd,
-    ban_cmd,
-    config_cmd,
-    dkim_cmd,
-    dns_cmd,
-    queue_cmd,
-    send_cmd,
-    serve,
-    users_cmd,
-)
 from postgate.cli.common import CliError
+
+# The modules defining the subcommands, in the order `postgate --help` lists them, and
+# which one defines each command word. A command imports only its own module:
+# `serve` pulls in the whole server (half a second of imports), and an operator's
+# `postgate queue release` should not wait for that, nor should the mail it releases.
+COMMAND_MODULES = (
+    "serve",
+    "config_cmd",
+    "users_cmd",
+    "queue_cmd",
+    "send_cmd",
+    "ban_cmd",
+    "audit_cmd",
+    "dkim_cmd",
+    "dns_cmd",
+)
+MODULE_OF_COMMAND = {
+    "init": "serve",
+    "serve": "serve",
+    "config": "config_cmd",
+    "user": "users_cmd",
+    "queue": "queue_cmd",
+    "qshape": "queue_cmd",
+    "send": "send_cmd",
+    "ban": "ban_cmd",
+    "audit": "audit_cmd",
+    "dkim": "dkim_cmd",
+    "dns": "dns_cmd",
+}
 
 DEFAULT_CONFIG_LOCATIONS = (Path("postgate.toml"), Path("/etc/postgate/postgate.toml"))
 
@@ -48,7 +67,22 @@ EPILOG = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is no option or option value)."""
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            expect_value = False
+        elif arg in ("--config", "-c"):
+            expect_value = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``argv`` only the part its command needs (an unknown
+    or missing command gets the whole parser, for the usage message)."""
     parser = argparse.ArgumentParser(
         prog="postgate",
         description="postgate: a mail server in one program.",
@@ -66,15 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    serve.register(commands)
-    config_cmd.register(commands)
-    users_cmd.register(commands)
-    queue_cmd.register(commands)
-    send_cmd.register(commands)
-    ban_cmd.register(commands)
-    audit_cmd.register(commands)
-    dkim_cmd.register(commands)
-    dns_cmd.register(commands)
+    module = MODULE_OF_COMMAND.get(command_word(argv or ()) or "")
+    for name in (module,) if module else COMMAND_MODULES:
+        importlib.import_module(f"postgate.cli.{name}").register(commands)
     _accept_config_everywhere(parser)
     return parser
 
@@ -98,7 +126,9 @@ def _accept_config_everywhere(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.config_given = args.config is not None
     if args.config is None:
