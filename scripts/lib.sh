@@ -31,4 +31,8 @@ ensure_venv() {
     .venv/bin/python -m pip install -q -e ".[$extras]"
     touch "$stamp"
   fi
+  # Byte-compile our own sources (pip does it for the dependencies): where the
+  # environment sets PYTHONDONTWRITEBYTECODE, every CLI call would otherwise compile
+  # what it imports again. Quick when nothing changed.
+  .venv/bin/python -m compileall -q src >/dev/null
 }

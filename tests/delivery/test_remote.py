@@ -219,7 +219,9 @@ async def test_concurrency_cap_and_reuse_for_one_destination() -> None:
     assert len(peer.transactions) == 20
     assert peer.max_concurrent <= 2
     assert peer.connections < 20
-    assert "RSET" in peer.commands
+    # Each reused session went straight to its next MAIL (RFC 5321 4.1.1.4).
+    assert "RSET" not in peer.commands
+    assert sum(c.startswith("MAIL") for c in peer.commands) == 20
 
 
 async def test_idle_sessions_are_closed_with_quit() -> None:
@@ -232,12 +234,29 @@ async def test_idle_sessions_are_closed_with_quit() -> None:
     assert peer.commands[-1] == "QUIT"
 
 
-async def test_broken_parked_session_is_replaced() -> None:
-    async with ScriptedPeer(PeerScript(rset=["421 4.4.2 closing"])) as peer:
+async def test_a_parked_session_the_peer_closes_is_replaced() -> None:
+    # The peer answers the second MAIL on the reused session with 421 (closing).
+    async with ScriptedPeer(PeerScript(mail=["250 2.1.0 Ok", "421 4.4.2 closing"])) as peer:
         remote = transport(peer.port)
         await remote.deliver(MESSAGE, leased("a@dest.test"))
         results = await remote.deliver(MESSAGE, leased("b@dest.test"))
         await remote.close()
+    assert results[0].status is S.DELIVERED
+    assert peer.connections == 2
+    assert [t.recipients for t in peer.transactions] == [["a@dest.test"], ["b@dest.test"]]
+
+
+async def test_a_session_left_in_a_transaction_gets_rset_and_is_replaced_if_broken() -> None:
+    # Every recipient of the first message is refused: MAIL stays open on the peer, so
+    # the session needs RSET before reuse; the peer refuses that, so a new one is used.
+    script = PeerScript(rcpt=["550 5.1.1 no such user"], rset=["421 4.4.2 closing"])
+    async with ScriptedPeer(script) as peer:
+        remote = transport(peer.port)
+        first = await remote.deliver(MESSAGE, leased("gone@dest.test"))
+        results = await remote.deliver(MESSAGE, leased("b@dest.test"))
+        await remote.close()
+    assert first[0].status is S.BOUNCED
+    assert "RSET" in peer.commands
     assert results[0].status is S.DELIVERED
     assert peer.connections == 2
 

@@ -279,12 +279,22 @@ class RemoteSmtpTransport:
         return self._failed(recipients, summary, started)
 
     async def _take_parked(self, pool: _Pool) -> tuple[SmtpClient, MxHost] | None:
-        """A parked session that answers RSET with 250, or None."""
+        """A parked session ready for a transaction, or None.
+
+        A session whose last transaction ended (the reply to the data) is reused as
+        it is: the next MAIL needs no RSET (RFC 5321 4.1.1.4), and a peer that closed
+        it meanwhile was noticed (EOF makes it unusable) or makes the transaction
+        fail before anything is accepted, which _attempt answers with a new
+        connection. Sparing RSET spares a round trip per message on a busy route.
+        A session left inside a transaction gets RSET and must answer 250.
+        """
         while pool.parked:
             parked = pool.parked.pop()
             if parked.timer is not None:
                 parked.timer.cancel()
             try:
+                if parked.client.is_usable and not parked.client.in_transaction:
+                    return parked.client, parked.host
                 if parked.client.is_usable and (await parked.client.rset()).code == 250:
                     return parked.client, parked.host
             except SmtpClientError:
@@ -459,7 +469,9 @@ class RemoteSmtpTransport:
     @staticmethod
     def _log(recipient: LeasedRecipient, attempt: AttemptResult, started: float) -> None:
         received_at = recipient.envelope.received_at
-        log.info(
+        # Debug: the scheduler's "delivery" line already says all of this but the
+        # timing, once per recipient, as Postfix's status= line does.
+        log.debug(
             "delivery attempt",
             queue_id=recipient.queue_id,
             recipient=recipient.address,

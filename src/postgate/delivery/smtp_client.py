@@ -124,6 +124,9 @@ class SmtpClient:
         self.greeting = SmtpReply(0, ("",))
         self.extensions: Mapping[str, str] = {}
         self.esmtp = False
+        # A MAIL was accepted and the transaction has not ended: the next one needs RSET
+        # first (RFC 5321 4.1.1.5); after a final reply to the data it does not (4.1.1.4).
+        self._transaction_open = False
 
     @classmethod
     async def connect(
@@ -177,6 +180,11 @@ class SmtpClient:
     def is_usable(self) -> bool:
         """True while the connection can carry another transaction."""
         return self._wire.is_usable
+
+    @property
+    def in_transaction(self) -> bool:
+        """True when a MAIL was accepted and its transaction not ended (RSET first)."""
+        return self._transaction_open
 
     @property
     def tls_version(self) -> str:
@@ -270,6 +278,8 @@ class SmtpClient:
         reply = await self.command("RSET")
         if reply.code != 250:
             self._wire.mark_unusable()
+        else:
+            self._transaction_open = False
         return reply
 
     async def quit(self) -> None:
@@ -328,6 +338,7 @@ class SmtpClient:
             f"RCPT TO:<{address}>{' ' + extra if extra else ''}" for address, extra in recipients
         ]
         pipelined = "PIPELINING" in self.extensions
+        self._transaction_open = True  # until a reply below says it ended
         if pipelined:
             # RFC 2920 3.1: MAIL, RCPT and DATA may share one write; the replies come in
             # order. DATA is last in the group; BDAT waits for the RCPT replies so no
@@ -344,13 +355,23 @@ class SmtpClient:
                 rcpt_replies = [await self.command(line) for line in rcpt_lines]
             data_go = None
 
+        if mail_reply.code == 421:
+            # RFC 5321 3.8: the server is closing the channel; whatever else it said is
+            # moot. Raised, so that a reused session is replaced by a new one.
+            self._wire.mark_unusable()
+            raise SmtpClientError(
+                f"closing at MAIL: {mail_reply}", reply=mail_reply, temporary=True
+            )
         accepted = mail_reply.code == 250 and any(r.code // 100 == 2 for r in rcpt_replies)
+        if mail_reply.code != 250:
+            self._transaction_open = False  # none was started
         if not accepted:
             if data_go is not None and data_go.code == 354:
                 # RFC 2920 3.1: DATA was accepted though nothing else was; end it with
                 # an empty message so the server's transaction is closed cleanly.
                 self._wire.write(b".\r\n")
                 await self._wire.read_reply()
+                self._transaction_open = False
             return TransactionResult(
                 mail_reply=mail_reply,
                 recipient_replies=tuple(rcpt_replies) or (mail_reply,) * len(recipients),
@@ -361,6 +382,8 @@ class SmtpClient:
 
         if use_bdat:
             final = await self._send_bdat(wire_message, pipelined)
+            # RFC 3030 2: after a refused chunk the server wants RSET; after LAST, not.
+            self._transaction_open = final.code // 100 != 2
         else:
             if data_go is None:
                 data_go = await self.command("DATA")
@@ -370,6 +393,8 @@ class SmtpClient:
                 self._wire.write(wire_message)
                 await self._wire.drain()
                 final = await self._wire.read_reply()
+                # RFC 5321 4.1.1.4: the reply to the end of data, 2xx or not, ends it.
+                self._transaction_open = False
         return TransactionResult(
             mail_reply=mail_reply,
             recipient_replies=tuple(rcpt_replies),
