@@ -75,7 +75,11 @@ class SmtpSessionProtocol(asyncio.Protocol):
         self.tls_cipher: str | None = None
         self.user: str | None = None
         self.txn = _Transaction()
-        self._data_ready = asyncio.Event()
+        # Waiting for input: one future per wait, woken by data_received, and one
+        # long-lived timer per session that enforces the idle timeout (see _idle_check).
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._paused = False
         self._unprocessed = 0
@@ -109,16 +113,21 @@ class SmtpSessionProtocol(asyncio.Protocol):
         if self._unprocessed > _MAX_UNPROCESSED and not self._paused and self.transport:
             self._paused = True
             self.transport.pause_reading()
-        self._data_ready.set()
+        self._wake()
 
     def eof_received(self) -> bool | None:
         self.conn.receive_data(b"")
-        self._data_ready.set()
+        self._wake()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._data_ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- the session ------------------------------------------------------------------
 
@@ -141,6 +150,8 @@ class SmtpSessionProtocol(asyncio.Protocol):
             with contextlib.suppress(Exception):
                 self._send_now(Reply(421, "4.3.0", "Local error, closing connection"))
         finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             if refusal is None:
                 self.services.connection_closed(self.peer_address)
             if self.transport is not None and not self.transport.is_closing():
@@ -166,17 +177,37 @@ class SmtpSessionProtocol(asyncio.Protocol):
             if self.conn.state in (SmtpState.DATA, SmtpState.BDAT)
             else self.config.limits.command_timeout
         )
-        self._data_ready.clear()
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timeout
+        # Not a timer per wait (a busy session waits four times per message): the one
+        # timer is moved only when this deadline comes before it; when it fires early
+        # (the session was busy since), _idle_check sets it again for the deadline.
+        timer = self._idle_timer
+        if timer is None or timer.when() > self._deadline:
+            if timer is not None:
+                timer.cancel()
+            self._idle_timer = loop.call_at(self._deadline, self._idle_check)
+        waiter = self._waiter = loop.create_future()
         try:
-            # asyncio.timeout, not wait_for: wait_for wraps the wait in a new Task,
-            # once per command of every session.
-            async with asyncio.timeout(timeout):
-                await self._data_ready.wait()
+            await waiter
         except TimeoutError:
             self._send_now(Reply(421, "4.4.2", f"{self.config.hostname} Timeout, closing"))
             self._log("disconnect", reason="idle timeout", timeout=timeout)
             return False
+        finally:
+            self._waiter = None
         return not self._closed
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # busy, not waiting: the next wait sets the timer again
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._idle_timer = loop.call_at(self._deadline, self._idle_check)
 
     async def _serve_commands(self) -> None:
         while not self._closed:
