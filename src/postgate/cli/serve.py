@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from pathlib import Path
@@ -128,6 +129,10 @@ def _program() -> str:
 
 
 def _use_uvloop() -> None:
+    """uvloop when it is installed (the `fast` extra), unless POSTGATE_EVENT_LOOP=asyncio
+    asks for the standard loop (to rule uvloop out when chasing a problem)."""
+    if os.environ.get("POSTGATE_EVENT_LOOP", "").strip().lower() == "asyncio":
+        return
     try:
         import uvloop
     except ImportError:

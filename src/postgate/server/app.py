@@ -330,8 +330,9 @@ async def run_server(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     addresses = [(item.config.name, item.config.address, item.config.port) for item in bound]
+    event_loop = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
     for name, address, port in addresses:
-        log.info("listening", listener=name, address=address, port=port)
+        log.info("listening", listener=name, address=address, port=port, event_loop=event_loop)
     # Everything built so far (modules, config, caches' scaffolding) lives as long as
     # the server: out of the collector's sight, a full collection no longer walks it
     # and pauses every session for milliseconds in the middle of its transaction.
