@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+
+from bench.peers.process import stop_process
 
 DOVECOT = "/usr/sbin/dovecot"
 START_TIMEOUT = 20.0
@@ -134,14 +135,7 @@ service auth {{
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, 15)
 
     def remove(self) -> None:
         shutil.rmtree(self.root / "run", ignore_errors=True)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.peers.names import LOCAL_DOMAIN, PASSWORD, RECIPIENT, SERVER_HOSTNAME
+from bench.peers.process import stop_process
 from postgate.server.tls import generate_self_signed
 from tests.server_process import free_port
 
@@ -229,14 +229,7 @@ class PostgateServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, STOP_TIMEOUT)
 
     def wipe_queue(self) -> None:
         """Remove the queue database (server stopped): the next start begins empty."""

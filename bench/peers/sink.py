@@ -14,12 +14,12 @@ DESCRIPTION
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import time
 from types import TracebackType
 
+from bench.peers.process import stop_process
 from tests.server_process import free_port
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -59,14 +59,7 @@ class SmtpSink:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, 10)
 
     def __enter__(self) -> SmtpSink:
         self.start()

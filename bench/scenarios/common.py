@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bench.peers.postfix import PostfixServer
 from bench.plan import Plan
 from bench.results import SIDES, Case, Measurement, Side
 
@@ -68,6 +69,15 @@ def settle() -> None:
     not paid for by this run. Called at the same point on both sides."""
     os.sync()
     time.sleep(SETTLE_SECONDS)
+
+
+def start_postfix(postfix: PostfixServer) -> str | None:
+    """Start the scenario's Postfix; the reason it did not start, or None."""
+    try:
+        postfix.start()
+    except RECOVERABLE as exc:
+        return f"Postfix did not start: {describe_error(exc)}"
+    return None
 
 
 def describe_error(exc: BaseException) -> str:

@@ -34,7 +34,7 @@ from bench.peers.postfix import PostfixServer
 from bench.peers.postgate import PostgateServer
 from bench.procmem import sum_memory_kib, tree_memory_kib
 from bench.results import Case, Measurement, ScenarioReport, Target
-from bench.scenarios.common import Context, alternate, describe_error, run_async
+from bench.scenarios.common import Context, alternate, describe_error, run_async, start_postfix
 from bench.scenarios.receive import postgate_settings
 from bench.smtp_client import SmtpConnection
 from bench.stats import median
@@ -171,11 +171,7 @@ def run(ctx: Context) -> ScenarioReport:
         "fresh_samples": plan.idle_fresh_samples,
     }
     postgate.setup()
-    postfix_error: str | None = None
-    try:
-        postfix.start()
-    except Exception as exc:
-        postfix_error = f"Postfix did not start: {describe_error(exc)}"
+    postfix_error = start_postfix(postfix)
     budget = 120.0 + n_postgate / 50.0
 
     def on_postgate(_round: int) -> Measurement:

@@ -32,7 +32,14 @@ from bench.peers.postfix import PostfixServer
 from bench.peers.postgate import PostgateServer
 from bench.peers.sink import SmtpSink
 from bench.results import SIDES, Case, Measurement, ScenarioReport, Side, Target
-from bench.scenarios.common import Context, alternate, describe_error, run_async, settle
+from bench.scenarios.common import (
+    Context,
+    alternate,
+    describe_error,
+    run_async,
+    settle,
+    start_postfix,
+)
 from bench.scenarios.receive import postgate_settings
 from bench.smtp_client import SmtpConnection, make_body
 from bench.stats import percentile
@@ -119,11 +126,7 @@ def run(ctx: Context) -> ScenarioReport:
     postgate = PostgateServer(ctx.folder("s6-postgate"), postgate_settings(ctx))
     postfix = PostfixServer(ctx.folder("s6-postfix"), process_limit=150)
     postgate.setup()
-    postfix_error: str | None = None
-    try:
-        postfix.start()
-    except Exception as exc:
-        postfix_error = f"Postfix did not start: {describe_error(exc)}"
+    postfix_error = start_postfix(postfix)
 
     peaks: dict[Side, float] = dict(ctx.peak_rates)
     peak_source = "scenario 1 (2 KB, 10 sessions, reuse), median"

@@ -40,7 +40,13 @@ from bench.peers.postfix import PostfixServer
 from bench.peers.postgate import PostgateServer
 from bench.peers.sink import SmtpSink
 from bench.results import Case, Measurement, ScenarioReport, Target
-from bench.scenarios.common import Context, alternate, describe_error, settle, wait_until
+from bench.scenarios.common import (
+    Context,
+    alternate,
+    settle,
+    start_postfix,
+    wait_until,
+)
 from bench.scenarios.receive import postgate_settings
 
 TITLE = "outbound: release N held messages, deliver to smtp-sink"
@@ -162,11 +168,7 @@ def run(ctx: Context) -> ScenarioReport:
     ]
     report.cases.extend(cases)
     postgate.setup()
-    postfix_error: str | None = None
-    try:
-        postfix.start()
-    except Exception as exc:
-        postfix_error = f"Postfix did not start: {describe_error(exc)}"
+    postfix_error = start_postfix(postfix)
 
     def on_postgate(_round: int) -> Measurement:
         postgate.stop()

@@ -25,7 +25,7 @@ from bench.loadgen import smtp_source, smtp_source_argv
 from bench.peers.postfix import PostfixServer
 from bench.peers.postgate import PostgateServer, PostgateSettings, postgate_config_text
 from bench.results import SIDES, Case, Measurement, ScenarioReport, Target
-from bench.scenarios.common import Context, alternate, settle
+from bench.scenarios.common import Context, alternate, settle, start_postfix
 
 SIZES = {1: 2048, 2: 102_400}
 TITLES = {
@@ -62,11 +62,7 @@ def run(ctx: Context, number: int) -> ScenarioReport:
     if not settings.mailauth:
         report.errors.append(f"postgate ran WITHOUT inbound checks: {ctx.dns_error}")
     postgate.setup()
-    postfix_error: str | None = None
-    try:
-        postfix.start()
-    except Exception as exc:
-        postfix_error = f"Postfix did not start: {exc}"
+    postfix_error = start_postfix(postfix)
     try:
         cases = [(sessions, count, True) for sessions, count in counts.items()]
         if number == 1 and ctx.plan.small_no_reuse_messages:
