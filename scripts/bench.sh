@@ -17,16 +17,7 @@ need=()
 [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-source ] || need+=(postfix)
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
 [ -x /usr/sbin/nsd ] || need+=(nsd)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${need[*]}"
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    echo "missing: ${need[*]} (sudo apt-get install ${need[*]}); the Postfix side needs root" >&2
-  fi
-fi
+install_debian_packages "the Postfix side needs root" "${need[@]}"
 
 # Scenario 5 holds 10,000 connections: the bench and the server each need a descriptor
 # per connection. Raise the soft limit as far as the hard one allows (children inherit it).

@@ -36,3 +36,19 @@ ensure_venv() {
   # what it imports again. Quick when nothing changed.
   .venv/bin/python -m compileall -q src >/dev/null
 }
+
+# install_debian_packages WHAT_IF_NOT_ROOT PACKAGE...: apt-get install the packages as
+# root; otherwise print the command to run and what missing them means (WHAT_IF_NOT_ROOT).
+install_debian_packages() {
+  local consequence=$1
+  shift
+  [ $# -gt 0 ] || return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing $*"
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    echo "missing: $* (sudo apt-get install $*); $consequence" >&2
+  fi
+}

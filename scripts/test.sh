@@ -16,16 +16,7 @@ command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v openssl >/dev/null || need+=(openssl)
 perl -MMail::DKIM::Verifier -e1 2>/dev/null || need+=(libmail-dkim-perl)
 command -v redis-server >/dev/null || need+=(redis-server)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${need[*]}"
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    echo "missing for some tests: ${need[*]} (sudo apt-get install ${need[*]}); those tests skip" >&2
-  fi
-fi
+install_debian_packages "the tests that need them skip" "${need[@]}"
 
 # Redis backs the shared counters (lockout across nodes). CI machines run it already;
 # start a private one when nothing answers on 6379 and the server binary is here.
