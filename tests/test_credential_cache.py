@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -47,6 +48,36 @@ async def test_a_password_change_takes_effect_at_once(users: UserStore) -> None:
     users.set_password(ANN, "a new one")
     assert not await users.verify_async(ANN, PASSWORD)
     assert await users.verify_async(ANN, "a new one")
+
+
+class PasswdDuringCheck(RecordingHasher):
+    """While a login's password is being checked, the admin runs `user passwd`."""
+
+    def __init__(self, database: Path) -> None:
+        super().__init__()
+        self.database = database
+        self.armed = False
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        result = super().verify(hash, password)  # the old password matches the old hash
+        if self.armed:
+            self.armed = False
+            with UserStore.open(self.database, hasher=RecordingHasher()) as cli:
+                cli.set_password(ANN, "changed meanwhile")
+        return result
+
+
+async def test_a_password_changed_during_the_check_is_not_cached(tmp_path: Path) -> None:
+    database = tmp_path / "users.db"
+    hasher = PasswdDuringCheck(database)
+    with UserStore.open(database, hasher=hasher) as users:
+        users.add(ANN, PASSWORD)
+        hasher.armed = True
+        # The check itself was right when it started: this login goes through...
+        assert await users.verify_async(ANN, PASSWORD)
+        # ...but the old password must not outlive the change through the cache.
+        assert not await users.verify_async(ANN, PASSWORD)
+        assert await users.verify_async(ANN, "changed meanwhile")
 
 
 async def test_a_disabled_account_is_refused_at_once(users: UserStore) -> None:

@@ -311,6 +311,11 @@ class UserStore:
     def verify(self, address: str, password: str) -> bool:
         """Check a password with argon2id. Blocking (~0.1-0.2 s): use verify_async on the
         event loop. Unknown and disabled users cost the same work and return False."""
+        return self._verified_hash(address, password) is not None
+
+    def _verified_hash(self, address: str, password: str) -> str | None:
+        """``verify``, returning the stored hash the password was found to match (the
+        upgraded one when it was re-hashed), or None."""
         try:
             canonical: str | None = canonical_account_address(address)
         except AccountError:
@@ -324,14 +329,14 @@ class UserStore:
         )
         if not rows:
             self._check(self._dummy(), password)
-            return False
+            return None
         stored_hash, disabled = str(rows[0][0]), bool(rows[0][1])
         if not self._check(stored_hash, password) or disabled:
-            return False
+            return None
         if self._hasher.check_needs_rehash(stored_hash):
-            self._rehash(canonical or "", stored_hash, password)
+            stored_hash = self._rehash(canonical or "", stored_hash, password)
         self._fill_scram_secret(canonical or "", password)
-        return True
+        return stored_hash
 
     def scram_secret(self, address: str) -> ScramSecret | None:
         """The SCRAM-SHA-256 secret of an enabled user; None when the user is unknown,
@@ -391,12 +396,14 @@ class UserStore:
                 max_workers=self._max_parallel, thread_name_prefix="postgate-argon2"
             )
         loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self._executor, self.verify, address, password)
-        if ok and key is not None and canonical is not None:
-            after = self._password_state(canonical)  # verify may have re-hashed
-            if after is not None and not after[1]:
-                self._verified.remember(key, after[0])
-        return ok
+        checked = await loop.run_in_executor(
+            self._executor, self._verified_hash, address, password
+        )
+        if checked is not None and key is not None:
+            # Remembered against the hash the password was checked against, never one
+            # read afterwards: a `user passwd` in between must not inherit the entry.
+            self._verified.remember(key, checked)
+        return checked is not None
 
     def _password_state(self, canonical: str) -> tuple[str, bool] | None:
         """(stored hash, disabled) of an account, or None. An indexed read."""
@@ -472,15 +479,20 @@ class UserStore:
             self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(24))
         return self._dummy_hash
 
-    def _rehash(self, canonical: str, old_hash: str, password: str) -> None:
+    def _rehash(self, canonical: str, old_hash: str, password: str) -> str:
+        """Store a hash with today's parameters; the hash now stored for this password
+        (the old one when the upgrade did not happen)."""
         new_hash = self._hasher.hash(password)
         # A failed upgrade is ignored: the login itself succeeded and the next one retries.
         with contextlib.suppress(AccountError):
             # Conditional on the old hash so a concurrent set_password is never undone.
-            self._execute(
+            changed = self._execute(
                 "UPDATE accounts SET password_hash = ? WHERE address = ? AND password_hash = ?",
                 (new_hash, canonical, old_hash),
             )
+            if changed:
+                return new_hash
+        return old_hash
 
     def _execute(self, sql: str, parameters: tuple[object, ...]) -> int:
         try:
