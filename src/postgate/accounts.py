@@ -396,9 +396,7 @@ class UserStore:
                 max_workers=self._max_parallel, thread_name_prefix="postgate-argon2"
             )
         loop = asyncio.get_running_loop()
-        checked = await loop.run_in_executor(
-            self._executor, self._verified_hash, address, password
-        )
+        checked = await loop.run_in_executor(self._executor, self._verified_hash, address, password)
         if checked is not None and key is not None:
             # Remembered against the hash the password was checked against, never one
             # read afterwards: a `user passwd` in between must not inherit the entry.

@@ -42,6 +42,9 @@ def configure_logging(level: str = "info", fmt: str = "json", file: Path | None 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write() per line, its newline included (PrintLogger writes the two
+        # apart): the workers of a multi-process server share stderr, and two
+        # workers' lines must not splice into one.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )

@@ -7,10 +7,12 @@ the processes themselves.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import smtplib
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -131,3 +133,117 @@ def test_a_worker_that_cannot_start_stops_the_server_with_one_line(
     lines = [line for line in result.stderr.decode().splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr.decode()
     assert "tls.cert_file" in lines[0] and str(server.cert_file) in lines[0]
+
+
+def ehlo_size(port: int) -> int:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("peer.example")
+        return int(client.esmtp_features["size"])
+
+
+def test_a_worker_started_after_a_reload_runs_the_reloaded_config(
+    two_workers: ServerProcess,
+) -> None:
+    server = two_workers
+    server.start()
+    try:
+        pids = [worker_pid(server, index) for index in (0, 1)]
+        before = ehlo_size(server.ports["mx"])
+        server.extra_config = '\n[limits]\nmax_message_size = "10M"\n'
+        server.write_config()
+        assert server.process is not None
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(records(server, "reloaded")) >= 2, 20, "both workers to reload")
+        for index, pid in enumerate(pids):
+            os.kill(pid, signal.SIGKILL)
+            worker_pid(server, index, not_pid=pid)
+        wait_for(lambda: len(records(server, "listening")) >= 12, 20, "the new workers")
+        # Many connections, so both new workers answer some of them.
+        sizes = {ehlo_size(server.ports["mx"]) for _ in range(16)}
+        assert before != 10 * 1024 * 1024
+        assert sizes == {10 * 1024 * 1024}
+    finally:
+        server.stop()
+
+
+def test_a_reload_while_a_worker_starts_neither_kills_nor_is_lost(
+    two_workers: ServerProcess,
+) -> None:
+    server = two_workers
+    server.start()
+    try:
+        first = worker_pid(server, 1)
+        assert server.process is not None
+        os.kill(first, signal.SIGKILL)
+        # Reloads as fast as we can send them, from before the new worker exists until
+        # it has long started: none may end it.
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            server.process.send_signal(signal.SIGHUP)
+            time.sleep(0.005)
+        second = worker_pid(server, 1, not_pid=first)
+        time.sleep(0.5)
+        died = [r for r in records(server, "worker died; starting it again")]
+        assert len(died) == 1, died
+        assert alive(second)
+        assert any(r.get("worker") == 1 for r in records(server, "reloaded"))
+        send_one(server.ports["mx"], 7)
+        assert len(server.wait_for_delivery(ALICE[0], 1, timeout=20)) == 1
+    finally:
+        server.stop()
+    assert server.process is not None and server.process.returncode == 0
+
+
+def test_a_second_server_on_the_same_queue_is_refused(two_workers: ServerProcess) -> None:
+    server = two_workers
+    server.start()
+    try:
+        # Same file, same ports: SO_REUSEPORT alone would let it join the first.
+        result = subprocess.run(
+            server.command("serve"), capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 1
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, result.stderr
+        assert "another postgate" in lines[0] and f"pid {server.process.pid}" in lines[0]
+        assert all(port_accepts(port) for port in server.ports.values())
+    finally:
+        server.stop()
+    # Once it is gone, the queue is free again.
+    server.start()
+    server.stop()
+    assert server.process is not None and server.process.returncode == 0
+
+
+def test_workers_end_when_the_supervisor_is_killed(two_workers: ServerProcess) -> None:
+    server = two_workers
+    server.start()
+    pids = [worker_pid(server, index) for index in (0, 1)]
+    server.kill()
+    wait_for(lambda: not any(alive(pid) for pid in pids), 20, "the workers to end")
+    assert not any(port_accepts(port) for port in server.ports.values())
+
+
+def test_log_lines_of_two_workers_on_stderr_stay_whole(tmp_path: Path) -> None:
+    server = make_server(tmp_path / "pg", server_extra="workers = 2")
+    text = server.config_path.read_text().replace('file = "postgate.log"\n', "")
+    server.config_path.write_text(text)
+    server.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: send_one(server.ports["mx"], n), range(MESSAGES)))
+        server.wait_for_delivery(ALICE[0], MESSAGES, timeout=30)
+    finally:
+        server.stop()
+    lines = [line for line in server.stderr_path.read_text().splitlines() if line.startswith("{")]
+    parsed = [json.loads(line) for line in lines]  # a spliced line would not parse
+    assert sum(1 for record in parsed if record.get("event") == "accepted") == MESSAGES
+
+
+def test_absurd_worker_counts_are_refused(tmp_path: Path) -> None:
+    server = make_server(tmp_path / "pg", server_extra="workers = 1000")
+    result = subprocess.run(
+        server.command("config", "check"), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "server.workers" in result.stderr and "at most 64" in result.stderr

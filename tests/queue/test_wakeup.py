@@ -66,8 +66,32 @@ def test_reopening_after_a_restart_reuses_the_fifo(tmp_path: Path) -> None:
         fifo.close()
 
 
-def test_something_else_at_the_path_is_refused(tmp_path: Path) -> None:
+def test_the_cli_writes_into_nothing_but_a_fifo(tmp_path: Path) -> None:
     path = tmp_path / "queue.db.wake"
-    path.write_text("not a fifo")
-    with pytest.raises(OSError, match="not a FIFO"):
-        WakeupFifo.open(path)
+    path.write_bytes(b"ABCDEFGH")
+    assert poke(path) is False
+    assert path.read_bytes() == b"ABCDEFGH"
+    target = tmp_path / "users.db"
+    target.write_bytes(b"SQLite format 3")
+    path.unlink()
+    path.symlink_to(target)
+    assert poke(path) is False
+    assert target.read_bytes() == b"SQLite format 3"
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_the_server_replaces_what_is_not_a_fifo(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "queue.db.wake"
+    target = tmp_path / "precious"
+    target.write_bytes(b"keep me")
+    if kind == "file":
+        path.write_bytes(b"junk")
+    else:
+        path.symlink_to(target)
+    fifo = WakeupFifo.open(path)
+    try:
+        assert stat.S_ISFIFO(path.lstat().st_mode)
+        assert poke(path) and readable(fifo)
+    finally:
+        fifo.close()
+    assert target.read_bytes() == b"keep me"

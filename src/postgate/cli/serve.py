@@ -17,6 +17,7 @@ from postgate.cli.common import CliError, load
 from postgate.config import ConfigError, default_config_text, parse_config
 from postgate.logs import configure_logging
 from postgate.server.app import StartupError, run_server
+from postgate.server.instance import InstanceError, claim_queue
 from postgate.server.listen import ListenError, bind_all
 from postgate.server.tls import generate_self_signed
 from postgate.server.workers import STARTUP_FAILED, WorkerRole, supervise
@@ -154,6 +155,10 @@ def run_serve(args: argparse.Namespace) -> int:
     # when the loop is busy. A shorter interval cuts that wait from every batch that
     # sessions are waiting on; 1 ms measured best (bench/, scenario 2).
     sys.setswitchinterval(0.001)
+    try:
+        claim_queue(config.queue.path)  # held (and inherited by workers) until exit
+    except InstanceError as exc:
+        raise CliError(f"cannot start: {exc}", exit_code=1) from None
     if config.workers == 1:
         try:
             asyncio.run(run_server(config, on_ready=ready))
@@ -165,16 +170,24 @@ def run_serve(args: argparse.Namespace) -> int:
     except ListenError as exc:
         raise CliError(f"cannot start: {exc}", exit_code=1) from None
 
+    # What a worker started from now on runs: the configuration as last (re)loaded.
+    current = [config]
+
     def run_worker(role: WorkerRole) -> int:
         try:
-            asyncio.run(run_server(config, on_ready=ready if role.primary else None, worker=role))
+            asyncio.run(
+                run_server(current[0], on_ready=ready if role.primary else None, worker=role)
+            )
         except StartupError as exc:
-            # Every worker meets the same bad file or setting: one line is enough.
-            if role.primary:
-                print(f"postgate: cannot start: {exc}", file=sys.stderr, flush=True)
-            else:
-                log.error("worker cannot start", reason=str(exc))
+            role.startup_failed(str(exc))  # the supervisor prints it, once
             return STARTUP_FAILED
         return 0
 
-    return supervise(bound, run_worker)
+    def reload() -> None:
+        # The workers re-read the file themselves; this keeps a restarted one in step.
+        try:
+            current[0] = load(args)
+        except (CliError, ConfigError) as exc:
+            log.error("reload failed, keeping the running configuration", reason=str(exc))
+
+    return supervise(bound, run_worker, reload=reload)

@@ -160,7 +160,7 @@ class ServerSection:
     )
     workers: int = field(
         default=1,
-        metadata=_key(v.positive_int, "Server processes sharing the listening ports"),
+        metadata=_key(v.worker_count, "Server processes sharing the listening ports"),
     )
 
 

@@ -317,6 +317,18 @@ def scram_iterations(raw: object, env: ValueEnv) -> int:
     return count
 
 
+MAX_WORKERS = 64
+
+
+def worker_count(raw: object, env: ValueEnv) -> int:
+    count = positive_int(raw, env)
+    if count > MAX_WORKERS:
+        # Each worker is a whole server process; more than the machine has cores buys
+        # nothing but memory, and a typo of 1000 must not fork 1000 processes.
+        raise ValueError(f"must be at most {MAX_WORKERS} (about the number of cores), got {count}")
+    return count
+
+
 def sender_owners(raw: object, env: ValueEnv) -> Mapping[str, tuple[str, ...]]:
     if not isinstance(raw, dict):
         raise ValueError(

@@ -17,6 +17,13 @@ DESCRIPTION
     is already pending) or a FIFO we may not open all leave the mail to the next
     regular look. The server holds a write end of its own FIFO too, so reading never
     sees end-of-file when a CLI closes its end.
+
+SECURITY
+    The CLI often runs as root, the data directory belongs to the server's user. So
+    the CLI writes only into a FIFO: it opens the path without following a symlink
+    and checks what it opened before writing, and anything else there is left alone.
+    The server replaces anything but a FIFO at its path (a file, a symlink: never
+    what a symlink points to) with a new FIFO.
 """
 
 from __future__ import annotations
@@ -41,15 +48,20 @@ class WakeupFifo:
 
     @classmethod
     def open(cls, path: Path) -> WakeupFifo:
-        """Create the FIFO if needed and open it; raises OSError (the caller goes on without)."""
+        """Create the FIFO if needed and open it; raises OSError (the caller goes on
+        without). Whatever else is at ``path`` is replaced (see SECURITY)."""
         try:
             os.mkfifo(path, 0o600)
         except FileExistsError:
             if not stat.S_ISFIFO(os.lstat(path).st_mode):
-                raise OSError(errno.EEXIST, "exists and is not a FIFO", str(path)) from None
-        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                os.unlink(path)  # a symlink itself, never its target
+                os.mkfifo(path, 0o600)
+        flags = os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+        reader = os.open(path, os.O_RDONLY | flags)
         try:
-            keepalive = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            if not stat.S_ISFIFO(os.fstat(reader).st_mode):
+                raise OSError(errno.EEXIST, "replaced while opening; not a FIFO", str(path))
+            keepalive = os.open(path, os.O_WRONLY | flags)
         except OSError:
             os.close(reader)
             raise
@@ -72,11 +84,14 @@ def poke(path: Path) -> bool:
     """Wake the server reading ``path``; False when none is listening (never raises)."""
     try:
         # O_NONBLOCK: fails with ENXIO at once when no process has the FIFO open for
-        # reading, instead of waiting for a server to start.
-        descriptor = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # reading, instead of waiting for a server to start. O_NOFOLLOW: never a
+        # symlink's target (SECURITY).
+        descriptor = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
+        if not stat.S_ISFIFO(os.fstat(descriptor).st_mode):
+            return False  # a plain file where the FIFO should be: not ours to write
         os.write(descriptor, b"!")
     except BlockingIOError:
         pass  # full: the server has wake-ups it has not read yet

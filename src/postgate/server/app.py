@@ -44,7 +44,7 @@ from postgate.queue.wakeup import WakeupFifo, wakeup_path
 from postgate.routing import AliasTable, Router, RoutingError, load_alias_file
 from postgate.sasl.jwks import JwksError, load_jwks
 from postgate.sasl.tokens import TokenConfigError, TokenValidator
-from postgate.server.listen import ListenError, bind_all
+from postgate.server.listen import BACKLOG, ListenError, bind_all
 from postgate.server.routes import RemoteTransports, RouteConfigError, build_route_function
 from postgate.server.services import Services
 from postgate.server.session import SmtpSessionProtocol
@@ -287,6 +287,7 @@ async def run_server(
             server = await loop.create_server(
                 lambda listener=item.config: SmtpSessionProtocol(current[0], listener),
                 sock=sock,
+                backlog=BACKLOG,
                 # RFC 8314: the handshake comes first; connection_made runs after it.
                 ssl=_implicit_tls_context(current) if implicit_tls else None,
                 ssl_handshake_timeout=30.0 if implicit_tls else None,
@@ -326,6 +327,8 @@ async def run_server(
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, start_reload)
+    if worker is not None and worker.take_pending_reload():
+        start_reload()  # a SIGHUP came while this worker was starting
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)

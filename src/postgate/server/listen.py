@@ -24,6 +24,11 @@ from dataclasses import dataclass
 
 from postgate.config import ListenerConfig
 
+# Connections the kernel queues per socket before we accept them (capped by
+# net.core.somaxconn). asyncio's create_server listens again with its own default of
+# 100 unless told: app.py passes this too.
+BACKLOG = 512
+
 
 class ListenError(Exception):
     """A listener cannot be bound; the message is the line to show the operator."""
@@ -37,7 +42,13 @@ class BoundListener:
 
 def bind(listener: ListenerConfig, *, reuse_port: bool = False) -> BoundListener:
     family = socket.AF_INET6 if ":" in listener.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:  # out of descriptors, no IPv6 in this kernel...
+        raise ListenError(
+            f"listener {listener.name}: cannot create a socket for {listener.address}: "
+            f"{(exc.strerror or str(exc)).lower()}"
+        ) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
@@ -47,7 +58,7 @@ def bind(listener: ListenerConfig, *, reuse_port: bool = False) -> BoundListener
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((listener.address, listener.port))
-        sock.listen(512)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
         if listener.port == 0:
             listener = dataclasses.replace(listener, port=sock.getsockname()[1])

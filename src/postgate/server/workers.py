@@ -1,8 +1,9 @@
 """server.workers — several server processes on the same ports (``[server] workers``).
 
 SYNOPSIS
-    exit_code = supervise(bound, run_worker)    # run_worker(role) -> exit code, in a child
-    role.primary, role.bound, role.poke()       # what a worker needs to know
+    exit_code = supervise(bound, run_worker, reload=...)   # run_worker(role) -> exit code
+    role.primary, role.bound, role.poke()                  # what a worker needs to know
+    role.startup_failed(reason)                            # the one line the operator sees
 
 DESCRIPTION
     One Python process runs its SMTP sessions on one core. With ``workers = N`` the
@@ -21,10 +22,23 @@ DESCRIPTION
     still applies within each worker.
 
     The supervisor forwards SIGTERM, SIGINT and SIGHUP to the workers and waits for
-    them. A worker that dies unexpectedly is started again (at most 5 times a
-    minute; more means something is wrong, and everything stops with exit code 1).
-    A worker that cannot start (exit code STARTUP_FAILED: a bad certificate, an
-    unreadable file) stops the whole server: starting it again would fail again.
+    them. On SIGHUP it also calls ``reload`` (the caller re-reads the configuration),
+    so a worker started later runs what the others reloaded, not what the server
+    started with. A worker that dies unexpectedly is started again (at most 5 times
+    a minute each; more means something is wrong, and everything stops with exit
+    code 1). A worker that cannot start (exit code STARTUP_FAILED: a bad
+    certificate, an unreadable file) stops the whole server: starting it again would
+    fail again. Its reason reaches the supervisor through a pipe and is printed
+    once, whichever worker failed first.
+
+SIGNALS
+    The three signals are blocked around each fork: the child sets its own
+    dispositions (TERM and INT: end; HUP: remember for later) before any can reach
+    it, and the supervisor knows the child's pid before it forwards anything. A HUP
+    that arrives while a worker starts is acted on once its server is up. A worker
+    asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG, Linux),
+    so a killed supervisor does not leave workers serving with nobody to restart
+    them.
 
 SECURITY
     Workers are forked before any thread or event loop exists in the supervisor,
@@ -34,13 +48,14 @@ SECURITY
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import structlog
@@ -51,6 +66,8 @@ log = structlog.get_logger("postgate.server")
 
 STARTUP_FAILED = 3
 _RESTARTS_PER_MINUTE = 5
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,9 @@ class WorkerRole:
     bound: Sequence[BoundListener]  # this worker's own sockets
     wake_reader: int | None  # the primary: read end of the wake-up pipe
     wake_writer: int | None  # the others: write end
+    failure_writer: int | None = None  # where startup_failed() writes its reason
+    # A SIGHUP received before the server could act on it (set by the interim handler).
+    pending_reload: list[bool] = field(default_factory=list)
 
     @property
     def primary(self) -> bool:
@@ -73,6 +93,20 @@ class WorkerRole:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self.wake_writer, b"!")
 
+    def startup_failed(self, reason: str) -> None:
+        """Hand the supervisor the one line that says why this worker cannot start."""
+        if self.failure_writer is None:
+            return
+        # One short write: atomic on a pipe, so lines of two workers never mix.
+        line = " ".join(reason.split())[:1000].encode("utf-8", "replace") + b"\n"
+        with contextlib.suppress(OSError):
+            os.write(self.failure_writer, line)
+
+    def take_pending_reload(self) -> bool:
+        pending = bool(self.pending_reload)
+        self.pending_reload.clear()
+        return pending
+
 
 def drain(fd: int) -> None:
     """Read every pending wake-up byte (the primary, from its event loop)."""
@@ -84,12 +118,16 @@ def drain(fd: int) -> None:
 def supervise(
     bound: Sequence[Sequence[BoundListener]],
     run_worker: Callable[[WorkerRole], int],
+    *,
+    reload: Callable[[], None] | None = None,
 ) -> int:
     """Fork ``len(bound)`` workers and watch them until they are told to stop."""
     count = len(bound)
+    supervisor = os.getpid()
     wake_reader, wake_writer = os.pipe()
-    os.set_blocking(wake_reader, False)
-    os.set_blocking(wake_writer, False)
+    failure_reader, failure_writer = os.pipe()
+    for descriptor in (wake_reader, wake_writer, failure_reader):
+        os.set_blocking(descriptor, False)
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
     failed = False
@@ -101,38 +139,33 @@ def supervise(
             bound[index],
             wake_reader if index == 0 else None,
             wake_writer if index != 0 else None,
+            failure_writer,
         )
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 1
-            try:
-                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(signum, signal.SIG_DFL)
-                _close_others(bound, index)
-                structlog.contextvars.bind_contextvars(worker=index)
-                code = run_worker(role)
-            except BaseException:
-                log.exception("worker crashed", worker=index)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        children[pid] = index
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the worker
+                _run_child(role, supervisor, bound, run_worker)
+            children[pid] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         log.info("worker started", worker=index, pid=pid)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         if signum != signal.SIGHUP:
             stopping = True
+        elif reload is not None and not stopping:
+            reload()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in _SIGNALS:
         signal.signal(signum, forward)
     for index in range(count):
         spawn(index)
-    restarts: deque[float] = deque()
+    restarts: dict[int, deque[float]] = {index: deque() for index in range(count)}
     while children:
         try:
             pid, status = os.wait()
@@ -145,22 +178,68 @@ def supervise(
         if stopping:
             continue
         if code == STARTUP_FAILED:
+            if not failed:
+                reason = _first_line(failure_reader) or f"worker {index} could not start"
+                print(f"postgate: cannot start: {reason}", file=sys.stderr, flush=True)
             log.error("worker could not start; stopping", worker=index)
             failed = True
             forward(signal.SIGTERM, None)
             continue
         now = time.monotonic()
-        while restarts and now - restarts[0] > 60:
-            restarts.popleft()
-        if len(restarts) >= _RESTARTS_PER_MINUTE:
-            log.error("workers keep dying; stopping", worker=index, exit_code=code)
+        recent = restarts[index]
+        while recent and now - recent[0] > 60:
+            recent.popleft()
+        if len(recent) >= _RESTARTS_PER_MINUTE:
+            log.error("worker keeps dying; stopping", worker=index, exit_code=code)
             failed = True
             forward(signal.SIGTERM, None)
             continue
-        restarts.append(now)
+        recent.append(now)
         log.error("worker died; starting it again", worker=index, exit_code=code)
         spawn(index)
     return 1 if failed else 0
+
+
+def _run_child(
+    role: WorkerRole,
+    supervisor: int,
+    bound: Sequence[Sequence[BoundListener]],
+    run_worker: Callable[[WorkerRole], int],
+) -> None:
+    """The worker's side of the fork; never returns."""
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, lambda signum, frame: role.pending_reload.append(True))
+        _die_with(supervisor)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        _close_others(bound, role.index)
+        structlog.contextvars.bind_contextvars(worker=role.index)
+        code = run_worker(role)
+    except BaseException:
+        log.exception("worker crashed", worker=role.index)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_with(supervisor: int) -> None:
+    """SIGTERM this process when the supervisor exits (Linux; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before the request was in place
+        os._exit(0)
+
+
+def _first_line(descriptor: int) -> str:
+    with contextlib.suppress(BlockingIOError, OSError):
+        return os.read(descriptor, 4096).decode("utf-8", "replace").partition("\n")[0].strip()
+    return ""
 
 
 def _close_others(bound: Sequence[Sequence[BoundListener]], keep: int) -> None:
