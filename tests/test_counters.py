@@ -115,6 +115,15 @@ async def test_reset_clears_one_key(backend: Backend) -> None:
     assert await counters.incr("a", 60.0) == 1
 
 
+async def test_reset_clears_several_keys_at_once(backend: Backend) -> None:
+    counters = backend.counters
+    for key in ("x", "y", "z"):
+        await counters.incr(key, 60.0)
+    await counters.reset("x", "z", "absent")
+    await counters.reset()  # nothing to do
+    assert [await counters.get(key) for key in ("x", "y", "z")] == [0, 1, 0]
+
+
 async def test_window_expiry_starts_over(backend: Backend) -> None:
     counters = backend.counters
     window = 0.05

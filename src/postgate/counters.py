@@ -92,7 +92,9 @@ class Counters(Protocol):
         """The count in the current window (0 when absent or expired)."""
         ...
 
-    async def reset(self, key: str) -> None: ...
+    async def reset(self, *keys: str) -> None:
+        """Forget these counters (absent ones are fine)."""
+        ...
 
     async def set_ban(self, key: str, until: float, reason: str) -> None:
         """Ban ``key`` until ``until``; replaces an existing ban on the same key."""
@@ -197,8 +199,19 @@ class SqliteCounters:
 
         return await self._run(work)
 
-    async def reset(self, key: str) -> None:
-        await self._run(lambda: self._db.execute("DELETE FROM counters WHERE key = ?", (key,)))
+    async def reset(self, *keys: str) -> None:
+        marks = ",".join("?" * len(keys))
+
+        def work() -> None:
+            # Read first: every successful AUTH resets, nearly always nothing, and a
+            # read takes no write lock, which several server processes would queue for.
+            if self._db.execute(
+                f"SELECT 1 FROM counters WHERE key IN ({marks}) LIMIT 1", keys
+            ).fetchone():
+                self._db.execute(f"DELETE FROM counters WHERE key IN ({marks})", keys)
+
+        if keys:
+            await self._run(work)
 
     async def set_ban(self, key: str, until: float, reason: str) -> None:
         now = self._clock()
@@ -334,8 +347,9 @@ class RedisCounters:
         value = await self._call(self._redis.get(self._counter(key)))
         return int(value) if value is not None else 0
 
-    async def reset(self, key: str) -> None:
-        await self._call(self._redis.delete(self._counter(key)))
+    async def reset(self, *keys: str) -> None:
+        if keys:
+            await self._call(self._redis.delete(*(self._counter(key) for key in keys)))
 
     async def set_ban(self, key: str, until: float, reason: str) -> None:
         now = self._clock()

@@ -224,7 +224,7 @@ class BrokenCounters:
     async def get(self, key: str) -> int:
         raise CountersError("redis: connection refused")
 
-    async def reset(self, key: str) -> None:
+    async def reset(self, *keys: str) -> None:
         raise CountersError("redis: connection refused")
 
     async def set_ban(self, key: str, until: float, reason: str) -> None:

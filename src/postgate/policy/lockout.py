@@ -244,9 +244,11 @@ class Lockout:
         """Clear the counters of this address and account (bans stay)."""
         address = address_key(client_address, self._settings.ipv6_prefix_length)
         try:
-            await self._counters.reset(_ADDRESS_COUNTER + address)
-            await self._counters.reset(_ACCOUNT_COUNTER + account_key(account))
-            await self._counters.reset(pair_counter_key(address, account))
+            await self._counters.reset(
+                _ADDRESS_COUNTER + address,
+                _ACCOUNT_COUNTER + account_key(account),
+                pair_counter_key(address, account),
+            )
         except CountersError as exc:
             # The login already succeeded; stale counters only make a later ban sooner.
             log.error("lockout counters failed", client=client_address, reason=str(exc))
