@@ -17,7 +17,7 @@ from postgate.smtp import (
     SmtpLimits,
     SmtpState,
 )
-from postgate.smtp.readers import has_line_longer_than
+from postgate.smtp.readers import body_problem, has_line_longer_than
 from tests.smtp.helpers import in_transaction
 
 QUEUED = b"250 2.0.0 Ok: queued as Q1\r\n"
@@ -299,3 +299,23 @@ def test_long_line_check_agrees_with_splitting(lines: list[bytes], limit: int) -
     text = b"\r\n".join(lines)
     expected = max(map(len, text.split(b"\r\n"))) > limit
     assert has_line_longer_than(text, limit) is expected
+
+
+def reference_body_problem(block: bytes) -> str | None:
+    """The plain definition, three passes: what body_problem must agree with."""
+    crlf = block.count(b"\r\n")
+    if block.count(b"\n") != crlf:
+        return "bare LF"
+    if block.count(b"\r") != crlf:
+        return "bare CR"
+    if b"\0" in block:
+        return "NUL"
+    return None
+
+
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"\0", b"a", b".", b"\r\n."]), max_size=40))
+def test_body_problem_agrees_with_the_plain_definition(parts: list[bytes]) -> None:
+    block = b"\r\n" + b"".join(parts) + b"\r\n"
+    found = body_problem(block)
+    expected = reference_body_problem(block)
+    assert (found[1].split(" in ")[0] if found else None) == expected
