@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from postgate.server.tls import generate_self_signed
 from tests.conftest import ALICE, make_server
 from tests.server_process import ServerProcess, port_accepts, wait_for
 
@@ -247,3 +249,131 @@ def test_absurd_worker_counts_are_refused(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "server.workers" in result.stderr and "at most 64" in result.stderr
+
+
+def test_a_first_start_with_no_queue_directory_is_locked_too(tmp_path: Path) -> None:
+    server = make_server(tmp_path / "pg", server_extra="workers = 2")
+    server.queue_extra = 'path = "spool/new/queue.db"'  # a directory nobody made yet
+    server.write_config()
+    server.start()
+    try:
+        result = subprocess.run(
+            server.command("serve"), capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 1 and "another postgate" in result.stderr
+        assert (server.root / "spool" / "new" / "queue.db.pid").is_file()
+    finally:
+        server.stop()
+
+
+def test_something_odd_at_the_lock_path_is_one_line(tmp_path: Path) -> None:
+    server = make_server(tmp_path / "pg")
+    server.data_dir.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(server.data_dir / "queue.db.pid")
+    result = subprocess.run(
+        server.command("serve"), capture_output=True, text=True, timeout=60, check=False
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "not a regular file" in lines[0]
+
+
+def test_a_reload_the_workers_refused_does_not_take_the_server_down(
+    two_workers: ServerProcess, tmp_path: Path
+) -> None:
+    server = two_workers
+    server.start()
+    try:
+        # A key that does not belong to the certificate: the workers refuse the reload
+        # and keep serving; a worker started afterwards must not stop everything.
+        other = tmp_path / "other"
+        generate_self_signed(other / "cert.pem", other / "key.pem", "other.example")
+        text = server.config_path.read_text()
+        server.config_path.write_text(
+            text.replace('key_file = "tls/privkey.pem"', f'key_file = "{other / "key.pem"}"')
+        )
+        assert server.process is not None
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: len(records(server, "reload failed, keeping the running configuration")) >= 2,
+            20,
+            "both workers to refuse the reload",
+        )
+        first = worker_pid(server, 1)
+        os.kill(first, signal.SIGKILL)
+        server.wait_for_log(event="worker could not start; trying again", worker=1)
+        replacement = worker_pid(server, 1, not_pid=first)
+        wait_for(lambda: alive(replacement) and server.process.poll() is None, 10, "worker 1")
+        time.sleep(0.5)
+        assert server.process.poll() is None and alive(replacement)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda n: send_one(server.ports["mx"], n), range(12)))
+        assert len(server.wait_for_delivery(ALICE[0], 12, timeout=30)) == 12
+    finally:
+        server.stop()
+
+
+def test_a_restarted_primary_keeps_the_queue_it_was_serving(two_workers: ServerProcess) -> None:
+    server = two_workers
+    server.start()
+    try:
+        # queue.path changes only at a restart of the whole server, not of one worker.
+        server.queue_extra = 'path = "data/elsewhere.db"'
+        server.write_config()
+        assert server.process is not None
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(records(server, "reloaded")) >= 2, 20, "both workers to reload")
+        first = worker_pid(server, 0)
+        os.kill(first, signal.SIGKILL)
+        worker_pid(server, 0, not_pid=first)
+        wait_for(lambda: len(records(server, "listening")) >= 9, 20, "the new primary")
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda n: send_one(server.ports["mx"], n), range(12)))
+        assert len(server.wait_for_delivery(ALICE[0], 12, timeout=30)) == 12
+        assert not (server.data_dir / "elsewhere.db").exists()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_while_the_server_starts_does_not_end_it(tmp_path: Path, workers: int) -> None:
+    server = make_server(tmp_path / "pg", server_extra=f"workers = {workers}")
+    with open(server.stderr_path, "ab") as stderr:
+        process = subprocess.Popen(server.command("serve"), stderr=stderr, cwd=server.root)
+    server.process = process
+    try:
+        # From the moment our code runs (the interpreter's start and the first imports,
+        # about 0.1 s, are what Type=notify in the systemd unit covers) until well
+        # after the server is up.
+        time.sleep(0.3)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and process.poll() is None:
+            process.send_signal(signal.SIGHUP)
+            time.sleep(0.01)
+        assert process.poll() is None, server.stderr_path.read_text()
+        wait_for(lambda: all(port_accepts(p) for p in server.ports.values()), 20, "listening")
+        send_one(server.ports["mx"], 1)
+        assert len(server.wait_for_delivery(ALICE[0], 1, timeout=20)) == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_systemd_hears_ready_once_the_server_serves(tmp_path: Path, workers: int) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify"))
+    listener.settimeout(20)
+    server = make_server(tmp_path / "pg", server_extra=f"workers = {workers}")
+    environment = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    with open(server.stderr_path, "ab") as stderr:
+        server.process = subprocess.Popen(
+            server.command("serve"), stderr=stderr, cwd=server.root, env=environment
+        )
+    try:
+        message = listener.recv(4096).decode()
+        assert "READY=1" in message.splitlines()
+        assert f"MAINPID={server.process.pid}" in message.splitlines()
+        assert all(port_accepts(port) for port in server.ports.values())
+    finally:
+        server.stop()
+        listener.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,6 +129,10 @@ def _accept_config_everywhere(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    if command_word(argv) == "serve":
+        # Before anything slow: a SIGHUP while the server starts has nothing to reload
+        # yet, and its default action would end us (the server installs its own).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.config_given = args.config is not None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -14,15 +16,21 @@ import structlog
 
 from postgate.accounts import AccountError, UserStore, generate_password
 from postgate.cli.common import CliError, load
-from postgate.config import ConfigError, default_config_text, parse_config
+from postgate.config import Config, ConfigError, default_config_text, parse_config
 from postgate.logs import configure_logging
 from postgate.server.app import StartupError, run_server
 from postgate.server.instance import InstanceError, claim_queue
 from postgate.server.listen import ListenError, bind_all
+from postgate.server.systemd import notify
 from postgate.server.tls import generate_self_signed
 from postgate.server.workers import STARTUP_FAILED, WorkerRole, supervise
 
 log = structlog.get_logger("postgate.server")
+
+# What a reload does not change in a running server (app._reload warns about them): a
+# worker started after a reload keeps the running values too, or one worker would
+# queue into one file while another delivers from a different one.
+RESTART_ONLY = ("listeners", "queue", "delivery", "dkim", "workers", "hostname", "data_dir")
 
 
 def register(commands: Any) -> None:
@@ -142,12 +150,19 @@ def _use_uvloop() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    # Until the server installs its own (after start-up), a reload request has nothing
+    # to reload: the configuration is being read right now. Without this, SIGHUP's
+    # default action would end the process (`systemctl reload` just after `start`).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = load(args)
     configure_logging(config.log.level, config.log.format, config.log.file)
+
+    supervisor = os.getpid()
 
     def ready(addresses: list[tuple[str, str, int]]) -> None:
         listing = ", ".join(f"{name} {address}:{port}" for name, address, port in addresses)
         print(f"postgate: listening: {listing}", file=sys.stderr, flush=True)
+        notify("READY=1", main_pid=supervisor)
 
     _use_uvloop()
     # The SQLite writer thread gives the GIL back around each statement and then waits
@@ -170,24 +185,27 @@ def run_serve(args: argparse.Namespace) -> int:
     except ListenError as exc:
         raise CliError(f"cannot start: {exc}", exit_code=1) from None
 
-    # What a worker started from now on runs: the configuration as last (re)loaded.
-    current = [config]
+    def run_worker(role: WorkerRole, worker_config: Config) -> int:
+        def on_ready(addresses: list[tuple[str, str, int]]) -> None:
+            role.ready()
+            if role.primary:
+                ready(addresses)
 
-    def run_worker(role: WorkerRole) -> int:
         try:
-            asyncio.run(
-                run_server(current[0], on_ready=ready if role.primary else None, worker=role)
-            )
+            asyncio.run(run_server(worker_config, on_ready=on_ready, worker=role))
         except StartupError as exc:
-            role.startup_failed(str(exc))  # the supervisor prints it, once
+            role.startup_failed(str(exc))  # the supervisor says it, once
             return STARTUP_FAILED
         return 0
 
-    def reload() -> None:
-        # The workers re-read the file themselves; this keeps a restarted one in step.
+    def reload(running: Config) -> Config | None:
+        # The workers re-read the file themselves; this keeps a restarted one in step
+        # with them, sections that need a restart included (they keep running's).
         try:
-            current[0] = load(args)
+            fresh = load(args)
         except (CliError, ConfigError) as exc:
             log.error("reload failed, keeping the running configuration", reason=str(exc))
+            return None
+        return dataclasses.replace(fresh, **{key: getattr(running, key) for key in RESTART_ONLY})
 
-    return supervise(bound, run_worker, reload=reload)
+    return supervise(bound, config, run_worker, reload=reload)

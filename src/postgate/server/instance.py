@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 
@@ -31,16 +32,21 @@ def lock_path(queue_path: Path) -> Path:
     return queue_path.with_name(queue_path.name + ".pid")
 
 
-def claim_queue(queue_path: Path) -> int | None:
-    """Take the queue for this process: the lock's descriptor (keep it open), or None
-    when the queue's directory does not exist yet (the queue's own open says so)."""
+def claim_queue(queue_path: Path) -> int:
+    """Take the queue for this process: the lock's descriptor (keep it open). Creates
+    the queue's directory first (0700, as the queue's own open would): a first start
+    must be locked like any other."""
     path = lock_path(queue_path)
     try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except FileNotFoundError:
-        return None
+        queue_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644
+        )
     except OSError as exc:
         raise InstanceError(f"cannot open {path}: {(exc.strerror or str(exc)).lower()}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise InstanceError(f"{path} is not a regular file: remove it")
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

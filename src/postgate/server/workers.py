@@ -27,15 +27,20 @@ DESCRIPTION
     started with. A worker that dies unexpectedly is started again (at most 5 times
     a minute each; more means something is wrong, and everything stops with exit
     code 1). A worker that cannot start (exit code STARTUP_FAILED: a bad
-    certificate, an unreadable file) stops the whole server: starting it again would
-    fail again. Its reason reaches the supervisor through a pipe and is printed
-    once, whichever worker failed first.
+    certificate, an unreadable file) before the server ever served stops it: the
+    reason reaches the supervisor through a pipe and is printed once, whichever
+    worker failed first. Once the server has served, such a failure is a death like
+    any other, and the next try uses the configuration that last started (workers
+    report through the same pipe when they serve): a reload the workers refused, or
+    a file missing for a moment, must not take the whole server down.
 
 SIGNALS
-    The three signals are blocked around each fork: the child sets its own
-    dispositions (TERM and INT: end; HUP: remember for later) before any can reach
-    it, and the supervisor knows the child's pid before it forwards anything. A HUP
-    that arrives while a worker starts is acted on once its server is up. A worker
+    The supervisor keeps TERM, INT, HUP and CHLD blocked and takes them one at a
+    time with sigwaitinfo(), so reloading and logging never run inside a signal
+    handler (where a lock already held by the interrupted code would hang it for
+    good). A child inherits the mask and sets its own dispositions (TERM and INT:
+    end; HUP: remember for later) before it unblocks them. A HUP that arrives while a
+    worker starts is acted on once its server is up. A worker
     asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG, Linux),
     so a killed supervisor does not leave workers serving with nobody to restart
     them.
@@ -56,7 +61,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
+from typing import TypeVar
 
 import structlog
 
@@ -67,6 +72,8 @@ log = structlog.get_logger("postgate.server")
 STARTUP_FAILED = 3
 _RESTARTS_PER_MINUTE = 5
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_WAITED = (*_SIGNALS, signal.SIGCHLD)
+C = TypeVar("C")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -77,7 +84,7 @@ class WorkerRole:
     bound: Sequence[BoundListener]  # this worker's own sockets
     wake_reader: int | None  # the primary: read end of the wake-up pipe
     wake_writer: int | None  # the others: write end
-    failure_writer: int | None = None  # where startup_failed() writes its reason
+    status_writer: int | None = None  # where ready() and startup_failed() report
     # A SIGHUP received before the server could act on it (set by the interim handler).
     pending_reload: list[bool] = field(default_factory=list)
 
@@ -93,14 +100,20 @@ class WorkerRole:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self.wake_writer, b"!")
 
+    def ready(self) -> None:
+        """Tell the supervisor this worker serves: its configuration is known good."""
+        self._report(f"ready {self.index}")
+
     def startup_failed(self, reason: str) -> None:
         """Hand the supervisor the one line that says why this worker cannot start."""
-        if self.failure_writer is None:
+        self._report(f"failed {self.index} " + " ".join(reason.split())[:1000])
+
+    def _report(self, line: str) -> None:
+        if self.status_writer is None:
             return
         # One short write: atomic on a pipe, so lines of two workers never mix.
-        line = " ".join(reason.split())[:1000].encode("utf-8", "replace") + b"\n"
         with contextlib.suppress(OSError):
-            os.write(self.failure_writer, line)
+            os.write(self.status_writer, line.encode("utf-8", "replace") + b"\n")
 
     def take_pending_reload(self) -> bool:
         pending = bool(self.pending_reload)
@@ -117,74 +130,88 @@ def drain(fd: int) -> None:
 
 def supervise(
     bound: Sequence[Sequence[BoundListener]],
-    run_worker: Callable[[WorkerRole], int],
+    config: C,
+    run_worker: Callable[[WorkerRole, C], int],
     *,
-    reload: Callable[[], None] | None = None,
+    reload: Callable[[C], C | None] | None = None,
 ) -> int:
-    """Fork ``len(bound)`` workers and watch them until they are told to stop."""
+    """Fork ``len(bound)`` workers and watch them until they are told to stop.
+
+    ``reload(running)`` (on SIGHUP) returns the configuration for workers started from
+    then on, or None to keep the running one. Signals are taken synchronously
+    (sigwaitinfo), never in a handler: reloading and logging may take locks a handler
+    could find held.
+    """
     count = len(bound)
     supervisor = os.getpid()
     wake_reader, wake_writer = os.pipe()
-    failure_reader, failure_writer = os.pipe()
-    for descriptor in (wake_reader, wake_writer, failure_reader):
+    status_reader, status_writer = os.pipe()
+    for descriptor in (wake_reader, wake_writer, status_reader):
         os.set_blocking(descriptor, False)
-    children: dict[int, int] = {}  # pid -> worker index
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+    for signum in _WAITED:
+        signal.signal(signum, signal.SIG_DFL)  # blocked: they wait for sigwaitinfo
+    children: dict[int, tuple[int, C]] = {}  # pid -> (worker index, its configuration)
+    current = config  # what a worker started now runs
+    good = config  # what a worker last started with successfully
+    up = False  # some worker has served: failures from now on are not start-up failures
+    reasons: dict[int, str] = {}  # worker index -> why its start failed
     stopping = False
     failed = False
 
-    def spawn(index: int) -> None:
+    def spawn(index: int, with_config: C) -> None:
         role = WorkerRole(
             index,
             count,
             bound[index],
             wake_reader if index == 0 else None,
             wake_writer if index != 0 else None,
-            failure_writer,
+            status_writer,
         )
-        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        try:
-            pid = os.fork()
-            if pid == 0:  # the worker
-                _run_child(role, supervisor, bound, run_worker)
-            children[pid] = index
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            _run_child(role, supervisor, bound, lambda r: run_worker(r, with_config))
+        children[pid] = (index, with_config)
         log.info("worker started", worker=index, pid=pid)
 
-    def forward(signum: int, frame: FrameType | None) -> None:
+    def read_status() -> None:
+        nonlocal up, good
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(status_reader, 65536):
+                for line in chunk.decode("utf-8", "replace").splitlines():
+                    kind, _, rest = line.partition(" ")
+                    index_text, _, reason = rest.partition(" ")
+                    if not index_text.isdigit():
+                        continue
+                    index = int(index_text)
+                    if kind == "failed":
+                        reasons[index] = reason
+                    elif kind == "ready":
+                        up = True
+                        good = next((c for i, c in children.values() if i == index), good)
+
+    def stop_all() -> None:
         nonlocal stopping
-        if signum != signal.SIGHUP:
-            stopping = True
-        elif reload is not None and not stopping:
-            reload()
+        stopping = True
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+                os.kill(pid, signal.SIGTERM)
 
-    for signum in _SIGNALS:
-        signal.signal(signum, forward)
-    for index in range(count):
-        spawn(index)
     restarts: dict[int, deque[float]] = {index: deque() for index in range(count)}
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        if pid not in children:
-            continue
-        index = children.pop(pid)
-        code = os.waitstatus_to_exitcode(status)
+
+    def exited(index: int, started_with: C, code: int) -> None:
+        nonlocal failed
         if stopping:
-            continue
-        if code == STARTUP_FAILED:
+            return
+        if code == STARTUP_FAILED and not up:
+            # The server never came up: starting again would fail again.
             if not failed:
-                reason = _first_line(failure_reader) or f"worker {index} could not start"
+                reason = reasons.get(index) or f"worker {index} could not start"
                 print(f"postgate: cannot start: {reason}", file=sys.stderr, flush=True)
             log.error("worker could not start; stopping", worker=index)
             failed = True
-            forward(signal.SIGTERM, None)
-            continue
+            stop_all()
+            return
         now = time.monotonic()
         recent = restarts[index]
         while recent and now - recent[0] > 60:
@@ -192,11 +219,50 @@ def supervise(
         if len(recent) >= _RESTARTS_PER_MINUTE:
             log.error("worker keeps dying; stopping", worker=index, exit_code=code)
             failed = True
-            forward(signal.SIGTERM, None)
-            continue
+            stop_all()
+            return
         recent.append(now)
-        log.error("worker died; starting it again", worker=index, exit_code=code)
-        spawn(index)
+        with_config = current
+        if code == STARTUP_FAILED:
+            # Serving until now, and this start failed: a file missing for a moment, or
+            # a reloaded configuration that only the full start checks (the running
+            # workers refused it and kept theirs). Fall back to what last worked.
+            reason = reasons.pop(index, "")
+            if started_with is not good:
+                with_config = good
+            log.error("worker could not start; trying again", worker=index, reason=reason)
+        else:
+            log.error("worker died; starting it again", worker=index, exit_code=code)
+        spawn(index, with_config)
+
+    try:
+        for index in range(count):
+            spawn(index, current)
+        while children:
+            info = signal.sigwaitinfo(_WAITED)
+            read_status()
+            if info.si_signo == signal.SIGCHLD:
+                while children:
+                    try:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        children.clear()
+                        break
+                    if pid == 0:
+                        break
+                    if pid in children:
+                        index, started_with = children.pop(pid)
+                        exited(index, started_with, os.waitstatus_to_exitcode(status))
+            elif info.si_signo == signal.SIGHUP:
+                if reload is not None and not stopping:
+                    current = reload(current) or current
+                for pid in list(children):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGHUP)
+            else:  # SIGTERM, SIGINT
+                stop_all()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WAITED)
     return 1 if failed else 0
 
 
@@ -211,9 +277,10 @@ def _run_child(
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, lambda signum, frame: role.pending_reload.append(True))
         _die_with(supervisor)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WAITED)
         _close_others(bound, role.index)
         structlog.contextvars.bind_contextvars(worker=role.index)
         code = run_worker(role)
@@ -234,12 +301,6 @@ def _die_with(supervisor: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != supervisor:  # it died before the request was in place
         os._exit(0)
-
-
-def _first_line(descriptor: int) -> str:
-    with contextlib.suppress(BlockingIOError, OSError):
-        return os.read(descriptor, 4096).decode("utf-8", "replace").partition("\n")[0].strip()
-    return ""
 
 
 def _close_others(bound: Sequence[Sequence[BoundListener]], keep: int) -> None:
