@@ -193,7 +193,10 @@ class WriterTurn:
 
     def __enter__(self) -> None:
         if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # O_NOFOLLOW: the CLI runs this as root in the server's directory.
+            self._fd = os.open(
+                self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc_info: object) -> None:
@@ -216,7 +219,6 @@ class SqliteWriter:
         prepare: Callable[[sqlite3.Connection], None],
         max_batch: int = 512,
     ) -> None:
-        self._path = path
         self.path = path
         self._prepare = prepare
         self._max_batch = max_batch
@@ -233,7 +235,7 @@ class SqliteWriter:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(
-            target=self._main, args=(loop, ready), name=f"postgate-queue-writer:{self._path.name}"
+            target=self._main, args=(loop, ready), name=f"postgate-queue-writer:{self.path.name}"
         )
         self._thread.daemon = True
         self._thread.start()
@@ -271,10 +273,10 @@ class SqliteWriter:
 
     def _main(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
         try:
-            conn = connect(self._path)
+            conn = connect(self.path)
             self._prepare(conn)
         except Exception as exc:
-            error = QueueError(f"cannot open queue database {self._path}: {exc}")
+            error = QueueError(f"cannot open queue database {self.path}: {exc}")
             failed: list[_Outcome] = [(ready, None, error)]
             loop.call_soon_threadsafe(_settle, failed)
             return

@@ -221,10 +221,11 @@ async def run_server(
         tls,
         aliases,
         tokens,
+        # The primary wakes its own scheduler; another worker pokes the primary.
         on_message_queued=(
-            (lambda: scheduler_holder[0].wake() if scheduler_holder else None)
-            if primary
-            else (worker.poke if worker is not None else lambda: None)
+            worker.poke
+            if worker is not None and not primary
+            else lambda: scheduler_holder[0].wake() if scheduler_holder else None
         ),
         previous=None,
     )
