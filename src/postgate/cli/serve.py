@@ -18,7 +18,7 @@ from postgate.accounts import AccountError, UserStore, generate_password
 from postgate.cli.common import CliError, load
 from postgate.config import Config, ConfigError, default_config_text, parse_config
 from postgate.logs import configure_logging
-from postgate.server.app import StartupError, run_server
+from postgate.server.app import RESTART_ONLY, StartupError, run_server
 from postgate.server.instance import InstanceError, claim_queue
 from postgate.server.listen import ListenError, bind_all
 from postgate.server.systemd import notify
@@ -27,10 +27,10 @@ from postgate.server.workers import STARTUP_FAILED, WorkerRole, supervise
 
 log = structlog.get_logger("postgate.server")
 
-# What a reload does not change in a running server (app._reload warns about them): a
-# worker started after a reload keeps the running values too, or one worker would
-# queue into one file while another delivers from a different one.
-RESTART_ONLY = ("listeners", "queue", "delivery", "dkim", "workers", "hostname", "data_dir")
+# What a reload does not change in a running server: a worker started after a reload
+# keeps the running values too, or one worker would queue into one file while another
+# delivers from a different one.
+KEPT_AT_RELOAD = (*RESTART_ONLY, "workers")
 
 
 def register(commands: Any) -> None:
@@ -187,9 +187,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def run_worker(role: WorkerRole, worker_config: Config) -> int:
         def on_ready(addresses: list[tuple[str, str, int]]) -> None:
-            role.ready()
-            if role.primary:
-                ready(addresses)
+            role.ready()  # the supervisor announces the server once all workers serve
 
         try:
             asyncio.run(run_server(worker_config, on_ready=on_ready, worker=role))
@@ -206,6 +204,9 @@ def run_serve(args: argparse.Namespace) -> int:
         except (CliError, ConfigError) as exc:
             log.error("reload failed, keeping the running configuration", reason=str(exc))
             return None
-        return dataclasses.replace(fresh, **{key: getattr(running, key) for key in RESTART_ONLY})
+        return dataclasses.replace(fresh, **{key: getattr(running, key) for key in KEPT_AT_RELOAD})
 
-    return supervise(bound, config, run_worker, reload=reload)
+    def all_ready() -> None:
+        ready([(item.config.name, item.config.address, item.config.port) for item in bound[0]])
+
+    return supervise(bound, config, run_worker, reload=reload, on_ready=all_ready)

@@ -56,6 +56,10 @@ log = structlog.get_logger("postgate.server")
 _SHUTDOWN_GRACE = 10.0
 
 
+# Sections a reload (SIGHUP) leaves as they are: they take effect at the next start.
+RESTART_ONLY = ("listeners", "queue", "delivery", "dkim")
+
+
 class StartupError(Exception):
     """The server cannot start; the message is the one line to show the operator."""
 
@@ -466,7 +470,7 @@ async def _reload(running: Services, shared: _Shared) -> Services:
     if source is None:
         raise StartupError("the running configuration did not come from a file")
     config = load_config(source)
-    for section in ("listeners", "queue", "delivery", "dkim"):
+    for section in RESTART_ONLY:
         if getattr(config, section) != getattr(running.config, section):
             log.warning("changes take effect only after a restart", section=section)
     services = _build_services(

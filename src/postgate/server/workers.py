@@ -29,14 +29,17 @@ DESCRIPTION
     code 1). A worker that cannot start (exit code STARTUP_FAILED: a bad
     certificate, an unreadable file) before the server ever served stops it: the
     reason reaches the supervisor through a pipe and is printed once, whichever
-    worker failed first. Once the server has served, such a failure is a death like
-    any other, and the next try uses the configuration that last started (workers
-    report through the same pipe when they serve): a reload the workers refused, or
-    a file missing for a moment, must not take the whole server down.
+    worker failed first. Once the server has served, such a worker is tried again
+    after 1, 2, 4... seconds (at most 60; Postfix's master throttles a failing
+    service the same way) with the configuration that last started (workers report
+    through the same pipe when they serve), while the others serve: a reload the
+    workers refused, or a file missing for a moment, must not take the whole server
+    down. The server is announced (``on_ready``: the "listening" line, sd_notify)
+    once, when every worker first serves.
 
 SIGNALS
     The supervisor keeps TERM, INT, HUP and CHLD blocked and takes them one at a
-    time with sigwaitinfo(), so reloading and logging never run inside a signal
+    time with sigtimedwait(), so reloading and logging never run inside a signal
     handler (where a lock already held by the interrupted code would hang it for
     good). A child inherits the mask and sets its own dispositions (TERM and INT:
     end; HUP: remember for later) before it unblocks them. A HUP that arrives while a
@@ -71,6 +74,9 @@ log = structlog.get_logger("postgate.server")
 
 STARTUP_FAILED = 3
 _RESTARTS_PER_MINUTE = 5
+# A worker that served and then cannot start is tried again after 1, 2, 4... s, at most 60.
+_RETRY_FIRST = 1.0
+_RETRY_MAX = 60.0
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _WAITED = (*_SIGNALS, signal.SIGCHLD)
 C = TypeVar("C")
@@ -134,13 +140,16 @@ def supervise(
     run_worker: Callable[[WorkerRole, C], int],
     *,
     reload: Callable[[C], C | None] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> int:
     """Fork ``len(bound)`` workers and watch them until they are told to stop.
 
     ``reload(running)`` (on SIGHUP) returns the configuration for workers started from
-    then on, or None to keep the running one. Signals are taken synchronously
-    (sigwaitinfo), never in a handler: reloading and logging may take locks a handler
-    could find held.
+    then on, or None to keep the running one. ``on_ready`` is called once, when every
+    worker has reported that it serves. Signals are taken synchronously (sigtimedwait),
+    never in a handler: reloading and logging may take locks a handler could find
+    held. They stay blocked when this returns, so one more TERM or HUP during the
+    last moments of a stop cannot change how the process ends.
     """
     count = len(bound)
     supervisor = os.getpid()
@@ -150,12 +159,16 @@ def supervise(
         os.set_blocking(descriptor, False)
     signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     for signum in _WAITED:
-        signal.signal(signum, signal.SIG_DFL)  # blocked: they wait for sigwaitinfo
+        signal.signal(signum, signal.SIG_DFL)  # blocked: they wait for sigtimedwait
     children: dict[int, tuple[int, C]] = {}  # pid -> (worker index, its configuration)
     current = config  # what a worker started now runs
     good = config  # what a worker last started with successfully
-    up = False  # some worker has served: failures from now on are not start-up failures
+    ready: set[int] = set()  # workers that reported serving, this generation or before
+    announced = False
     reasons: dict[int, str] = {}  # worker index -> why its start failed
+    pending: dict[int, tuple[float, C]] = {}  # worker index -> (restart time, config)
+    retries: dict[int, int] = {index: 0 for index in range(count)}
+    crashes: dict[int, deque[float]] = {index: deque() for index in range(count)}
     stopping = False
     failed = False
 
@@ -168,14 +181,15 @@ def supervise(
             wake_writer if index != 0 else None,
             status_writer,
         )
+        unused = [wake_writer if index == 0 else wake_reader, status_reader]
         pid = os.fork()
         if pid == 0:  # the worker
-            _run_child(role, supervisor, bound, lambda r: run_worker(r, with_config))
+            _run_child(role, supervisor, bound, unused, lambda r: run_worker(r, with_config))
         children[pid] = (index, with_config)
         log.info("worker started", worker=index, pid=pid)
 
     def read_status() -> None:
-        nonlocal up, good
+        nonlocal good, announced
         with contextlib.suppress(BlockingIOError, OSError):
             while chunk := os.read(status_reader, 65536):
                 for line in chunk.decode("utf-8", "replace").splitlines():
@@ -187,23 +201,33 @@ def supervise(
                     if kind == "failed":
                         reasons[index] = reason
                     elif kind == "ready":
-                        up = True
+                        ready.add(index)
+                        retries[index] = 0
                         good = next((c for i, c in children.values() if i == index), good)
+        if not announced and len(ready) == count and not stopping:
+            announced = True
+            if on_ready is not None:
+                on_ready()
 
     def stop_all() -> None:
         nonlocal stopping
         stopping = True
+        pending.clear()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    restarts: dict[int, deque[float]] = {index: deque() for index in range(count)}
+    def give_up(message: str) -> None:
+        nonlocal failed
+        failed = True
+        print(f"postgate: stopping: {message}", file=sys.stderr, flush=True)
+        stop_all()
 
     def exited(index: int, started_with: C, code: int) -> None:
-        nonlocal failed
+        nonlocal failed, current
         if stopping:
             return
-        if code == STARTUP_FAILED and not up:
+        if code == STARTUP_FAILED and not ready:
             # The server never came up: starting again would fail again.
             if not failed:
                 reason = reasons.get(index) or f"worker {index} could not start"
@@ -213,56 +237,74 @@ def supervise(
             stop_all()
             return
         now = time.monotonic()
-        recent = restarts[index]
+        if code == STARTUP_FAILED:
+            # It served before and cannot start now: a certificate renewed without an
+            # atomic rename, a half-edited alias file, or a reloaded configuration the
+            # running workers refused. The others keep serving; this one is tried again
+            # with the configuration that last started, waiting longer each time (as
+            # Postfix's master throttles a failing service) rather than giving up.
+            if started_with is not good and current is started_with:
+                log.error("reloaded configuration does not start; back to the last good one")
+                current = good
+            delay = min(_RETRY_FIRST * 2 ** retries[index], _RETRY_MAX)
+            retries[index] += 1
+            log.error(
+                "worker could not start; trying again",
+                worker=index,
+                reason=reasons.pop(index, ""),
+                retry_in=delay,
+            )
+            pending[index] = (now + delay, good)
+            return
+        recent = crashes[index]
         while recent and now - recent[0] > 60:
             recent.popleft()
         if len(recent) >= _RESTARTS_PER_MINUTE:
             log.error("worker keeps dying; stopping", worker=index, exit_code=code)
-            failed = True
-            stop_all()
+            give_up(f"worker {index} died {len(recent) + 1} times within a minute")
             return
         recent.append(now)
-        with_config = current
-        if code == STARTUP_FAILED:
-            # Serving until now, and this start failed: a file missing for a moment, or
-            # a reloaded configuration that only the full start checks (the running
-            # workers refused it and kept theirs). Fall back to what last worked.
-            reason = reasons.pop(index, "")
-            if started_with is not good:
-                with_config = good
-            log.error("worker could not start; trying again", worker=index, reason=reason)
-        else:
-            log.error("worker died; starting it again", worker=index, exit_code=code)
-        spawn(index, with_config)
+        log.error("worker died; starting it again", worker=index, exit_code=code)
+        spawn(index, current)
 
-    try:
-        for index in range(count):
-            spawn(index, current)
-        while children:
-            info = signal.sigwaitinfo(_WAITED)
-            read_status()
-            if info.si_signo == signal.SIGCHLD:
-                while children:
-                    try:
-                        pid, status = os.waitpid(-1, os.WNOHANG)
-                    except ChildProcessError:
-                        children.clear()
-                        break
-                    if pid == 0:
-                        break
-                    if pid in children:
-                        index, started_with = children.pop(pid)
-                        exited(index, started_with, os.waitstatus_to_exitcode(status))
-            elif info.si_signo == signal.SIGHUP:
-                if reload is not None and not stopping:
-                    current = reload(current) or current
-                for pid in list(children):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGHUP)
-            else:  # SIGTERM, SIGINT
-                stop_all()
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _WAITED)
+    for index in range(count):
+        spawn(index, current)
+    while children or pending:
+        timeout = 0.05 if not announced else 3600.0
+        if pending:
+            timeout = max(
+                0.0, min(min(due for due, _ in pending.values()) - time.monotonic(), timeout)
+            )
+        info = signal.sigtimedwait(_WAITED, timeout)
+        read_status()
+        if info is None:
+            now = time.monotonic()
+            for index, (due, with_config) in list(pending.items()):
+                if due <= now and not stopping:
+                    del pending[index]
+                    spawn(index, with_config)
+            continue
+        if info.si_signo == signal.SIGCHLD:
+            while children:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    children.clear()
+                    break
+                if pid == 0:
+                    break
+                if pid in children:
+                    index, started_with = children.pop(pid)
+                    read_status()
+                    exited(index, started_with, os.waitstatus_to_exitcode(status))
+        elif info.si_signo == signal.SIGHUP:
+            if reload is not None and not stopping:
+                current = reload(current) or current
+            for pid in list(children):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+        else:  # SIGTERM, SIGINT
+            stop_all()
     return 1 if failed else 0
 
 
@@ -270,11 +312,14 @@ def _run_child(
     role: WorkerRole,
     supervisor: int,
     bound: Sequence[Sequence[BoundListener]],
+    unused: Sequence[int],
     run_worker: Callable[[WorkerRole], int],
 ) -> None:
     """The worker's side of the fork; never returns."""
     code = 1
     try:
+        for descriptor in unused:  # the pipe ends this worker has no use for
+            os.close(descriptor)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
