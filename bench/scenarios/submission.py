@@ -22,8 +22,9 @@ DESCRIPTION
     (a) and (b) compare the two as configured; row (a') turns postgate's cache off, so
     both sides run argon2 on every login (full run only).
 
-    Each timed run starts on an empty queue after a warm-up of one or two connections; the
-    queue must then hold exactly the warm-up and the run's messages.
+    Each timed run starts on an empty queue after a warm-up of max(2, 4 x workers)
+    connections (each postgate worker has its own credential cache); the queue must
+    then hold exactly the warm-up and the run's messages.
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ def run(ctx: Context) -> ScenarioReport:
         ]
         if plan.submission_uncached_connections:
             variants.append(("a'", plan.submission_uncached_connections, 1, without_cache))
+        # Each postgate worker keeps its own credential cache, and the kernel spreads
+        # connections over the workers: warm them all, as a busy port would have.
+        warmup_connections = max(plan.submission_warmup_connections, 4 * (ctx.workers or 1))
         for label, connections, per_connection, settings in variants:
             messages = connections * per_connection
             uncached = settings.credential_cache_ttl == "0"
@@ -161,7 +165,7 @@ def run(ctx: Context) -> ScenarioReport:
             )
             report.cases.append(case)
             ctx.log(f"  [3] {case.name}: {messages} messages per run")
-            expected = plan.submission_warmup_connections + messages
+            expected = warmup_connections + messages
 
             def on_postgate(
                 _round: int,
@@ -181,7 +185,7 @@ def run(ctx: Context) -> ScenarioReport:
                         plan.submission_sessions,
                         connections,
                         per_connection,
-                        plan.submission_warmup_connections,
+                        warmup_connections,
                     )
                     queued = postgate.queued_messages()
                 finally:
@@ -208,7 +212,7 @@ def run(ctx: Context) -> ScenarioReport:
                     plan.submission_sessions,
                     connections,
                     per_connection,
-                    plan.submission_warmup_connections,
+                    warmup_connections,
                 )
                 held = server.wait_held(expected)
                 if held != expected:
