@@ -62,8 +62,13 @@ def header_mentions(message: bytes, name: bytes) -> bool:
     dkimpy splits every line of the body too, which for a 100 KB message costs more
     than everything else we do with it. A false "yes" only costs that parse.
     """
+    return name in header_section(message).lower()
+
+
+def header_section(message: bytes) -> bytes:
+    """The header fields of ``message``, up to the empty line that ends them."""
     _, body_start = split_header_fields(message)
-    return name in message[:body_start].lower()
+    return message[:body_start]
 
 
 def field_value(raw: bytes) -> bytes:

@@ -56,8 +56,8 @@ from postgate.mailauth.authres import build_authentication_results
 from postgate.mailauth.dmarc import check_dmarc
 from postgate.mailauth.headers import (
     from_domains,
+    header_section,
     remove_forged_authentication_results,
-    split_header_fields,
 )
 from postgate.mailauth.lookup import MailauthResolver
 from postgate.mailauth.results import (
@@ -225,12 +225,14 @@ def _may_wait(
     """Whether some check is likely to wait for DNS (a guess that only decides how the
     checks are scheduled, never what they find)."""
     if options.spf_enabled and spf_result is None:
-        if spf_cache is None or spf_cache.get(("mailfrom", client_ip, mail_from, helo)) is None:
+        if (
+            spf_cache is None
+            or spf_cache.get(spf_cache.mail_from_key(client_ip, mail_from, helo)) is None
+        ):
             return True
-        if options.helo_spf_enabled and spf_cache.get(("helo", client_ip, "", helo)) is None:
+        if options.helo_spf_enabled and spf_cache.get(spf_cache.helo_key(client_ip, helo)) is None:
             return True
-    _, body_start = split_header_fields(message)
-    head = message[:body_start].lower()
+    head = header_section(message).lower()
     return b"dkim-signature" in head or b"arc-" in head
 
 
@@ -248,48 +250,45 @@ async def evaluate_inbound(
 ) -> InboundVerdict:
     """Authenticate one message received on the MX port; see the module docstring."""
 
+    async def remembered(
+        key: tuple[str, str, str, str], check: Callable[[], Awaitable[SpfResult]]
+    ) -> SpfResult:
+        return await check() if spf_cache is None else await spf_cache.remembered(key, check)
+
     async def spf_check() -> SpfResult | None:
         if not options.spf_enabled:
             return None
         if spf_result is not None:
             return spf_result
-        key = ("mailfrom", client_ip, mail_from, helo)
-        known = spf_cache.get(key) if spf_cache is not None else None
-        if known is not None:
-            return known
-        checked = await check_spf(
-            client_ip,
-            mail_from,
-            helo,
-            resolver,
-            lookup_timeout=options.lookup_timeout,
-            time_budget=options.spf_time_budget,
-            receiver=options.authserv_id,
+        return await remembered(
+            SpfVerdictCache.mail_from_key(client_ip, mail_from, helo),
+            lambda: check_spf(
+                client_ip,
+                mail_from,
+                helo,
+                resolver,
+                lookup_timeout=options.lookup_timeout,
+                time_budget=options.spf_time_budget,
+                receiver=options.authserv_id,
+            ),
         )
-        if spf_cache is not None:
-            spf_cache.put(key, checked)
-        return checked
 
     async def helo_check() -> SpfResult | None:
         if not (options.spf_enabled and options.helo_spf_enabled):
             return None
         if not mail_from.strip().strip("<>"):
             return None  # the MAIL FROM check already used the HELO identity
-        key = ("helo", client_ip, "", helo)
-        known = spf_cache.get(key) if spf_cache is not None else None
-        if known is not None:
-            return known
-        checked = await check_helo(
-            client_ip,
-            helo,
-            resolver,
-            lookup_timeout=options.lookup_timeout,
-            time_budget=options.spf_time_budget,
-            receiver=options.authserv_id,
+        return await remembered(
+            SpfVerdictCache.helo_key(client_ip, helo),
+            lambda: check_helo(
+                client_ip,
+                helo,
+                resolver,
+                lookup_timeout=options.lookup_timeout,
+                time_budget=options.spf_time_budget,
+                receiver=options.authserv_id,
+            ),
         )
-        if spf_cache is not None:
-            spf_cache.put(key, checked)
-        return checked
 
     async def dkim_check() -> tuple[DkimLike, ...] | None:
         if not options.dkim_enabled or dkim_verifier is None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from postgate.dns import DnsError
@@ -288,12 +288,30 @@ class SpfVerdictCache:
             max_entries, clock=clock
         )
 
+    @staticmethod
+    def mail_from_key(client_ip: str, mail_from: str, helo: str) -> tuple[str, str, str, str]:
+        return ("mailfrom", client_ip, mail_from, helo)
+
+    @staticmethod
+    def helo_key(client_ip: str, helo: str) -> tuple[str, str, str, str]:
+        return ("helo", client_ip, "", helo)
+
     def get(self, key: tuple[str, str, str, str]) -> SpfResult | None:
         return self._entries.get(key)
 
     def put(self, key: tuple[str, str, str, str], result: SpfResult) -> None:
         if result.status is not SpfStatus.TEMPERROR:
             self._entries.put(key, result, self._ttl)
+
+    async def remembered(
+        self, key: tuple[str, str, str, str], check: Callable[[], Awaitable[SpfResult]]
+    ) -> SpfResult:
+        """The remembered verdict for ``key``, or ``check()``'s, remembered."""
+        known = self.get(key)
+        if known is None:
+            known = await check()
+            self.put(key, known)
+        return known
 
 
 def _describe(mechanism: Mechanism) -> str:
