@@ -230,3 +230,38 @@ def test_forged_return_path_is_replaced_by_the_envelope_one(server: ServerProces
     assert content.count(b"Return-Path:") == 1
     assert content.startswith(b"Return-Path: <real@sender.example>\n")
     assert b"forged@evil.example" not in content
+
+
+FOLDED_FIRST = (
+    b"\tdkim=pass header.d=bank.example header.s=sel;\r\n"
+    b"\tdmarc=pass header.from=bank.example\r\n"
+    b"From: alice@example.test\r\nSubject: x\r\n\r\nbody\r\n"
+)
+
+
+def header_of(content: bytes) -> bytes:
+    return content.split(b"\n\n", 1)[0]
+
+
+def test_a_folded_first_line_cannot_extend_our_headers(server: ServerProcess) -> None:
+    # RFC 5322: data not starting with a field has an empty header. Had the leading
+    # whitespace line been kept in the header, it would continue the field we prepend.
+    with smtplib.SMTP("127.0.0.1", server.ports["mx"], timeout=10) as client:
+        client.sendmail("x@example.net", [BOB[0]], FOLDED_FIRST)
+    content = server.wait_for_delivery(BOB[0])[0].read_bytes()
+    assert b"bank.example" not in header_of(content)
+    assert b"\n\n\tdkim=pass header.d=bank.example" in content
+
+
+def test_a_folded_first_line_on_submission_is_accepted_not_a_crash(
+    server: ServerProcess,
+) -> None:
+    with smtplib.SMTP_SSL(
+        "127.0.0.1", server.ports["submissions"], context=client_context(), timeout=10
+    ) as client:
+        client.login(*ALICE)
+        errors = client.sendmail(ALICE[0], [BOB[0]], FOLDED_FIRST)
+    assert errors == {}
+    content = server.wait_for_delivery(BOB[0])[0].read_bytes()
+    assert b"bank.example" not in header_of(content)
+    assert not [r for r in server.log_records() if r.get("event") == "session crashed"]

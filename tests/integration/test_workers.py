@@ -285,6 +285,8 @@ def test_a_reload_the_workers_refused_does_not_take_the_server_down(
     server = two_workers
     server.start()
     try:
+        wait_for(lambda: len(records(server, "listening")) >= 6, 20, "both workers to serve")
+        time.sleep(0.3)  # "listening" is logged just before a worker reports it serves
         # A key that does not belong to the certificate: the workers refuse the reload
         # and keep serving; a worker started afterwards must not stop everything.
         other = tmp_path / "other"
@@ -391,6 +393,9 @@ def test_a_worker_that_served_and_cannot_start_is_retried_not_fatal(
     server = two_workers
     server.start()
     try:
+        # Serving first (the ports accept before the workers do: the supervisor bound them).
+        wait_for(lambda: len(records(server, "listening")) >= 6, 20, "both workers to serve")
+        time.sleep(0.3)  # "listening" is logged just before a worker reports it serves
         # A certificate renewed by a non-atomic copy: missing while a worker restarts.
         hidden = server.cert_file.with_name("hidden.pem")
         server.cert_file.rename(hidden)

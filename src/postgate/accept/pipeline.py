@@ -48,7 +48,7 @@ from postgate.dkim.signer import DkimSigner
 from postgate.dkim.verify import verify_dkim
 from postgate.dns.resolver import Resolver
 from postgate.mailauth.arc import ArcSealError, arc_seal
-from postgate.mailauth.headers import remove_header_fields
+from postgate.mailauth.headers import remove_header_fields, starts_with_header_field
 from postgate.mailauth.inbound import InboundOptions, evaluate_inbound
 from postgate.mailauth.spf import SpfVerdictCache
 from postgate.policy.sender import SenderPolicy, from_header_addresses, sender_rejected_verdict
@@ -118,6 +118,12 @@ class AcceptPipeline:
         self.spf_cache = SpfVerdictCache()
 
     async def prepare(self, message: bytes, arrival: Arrival) -> Prepared:
+        if not starts_with_header_field(message):
+            # RFC 5322 2.1: a message is header fields, an empty line, then the body. Data
+            # that does not begin with a field has an empty header: make that explicit
+            # (as Postfix's cleanup treats such a line as the start of the body), so no
+            # field we add can be continued or joined by the sender's first line.
+            message = b"\r\n" + message
         end_of_headers = message.find(b"\r\n\r\n")
         header_size = len(message) if end_of_headers < 0 else end_of_headers + 4
         if header_size > self.max_header_size:

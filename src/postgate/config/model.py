@@ -241,10 +241,12 @@ class LimitsConfig:
         metadata=_key(v.duration, "Time allowed for the whole DATA/BDAT body", to_toml=_DURATION),
     )
     max_connections: int = field(
-        default=1000, metadata=_key(v.positive_int, "Simultaneous SMTP connections in total")
+        default=1000,
+        metadata=_key(v.positive_int, "Simultaneous SMTP connections in total, per worker process"),
     )
     max_connections_per_client: int = field(
-        default=50, metadata=_key(v.positive_int, "Simultaneous connections from one IP")
+        default=50,
+        metadata=_key(v.positive_int, "Simultaneous connections from one IP, per worker process"),
     )
 
 

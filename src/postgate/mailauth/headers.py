@@ -55,6 +55,21 @@ def split_header_fields(message: bytes) -> tuple[list[tuple[bytes, bytes]], int]
     return [(name, b"".join(raw)) for name, raw in zip(names, parts, strict=True)], body_start
 
 
+def starts_with_header_field(message: bytes) -> bool:
+    """Whether the first line is a header field or the empty line that ends the header.
+
+    A first line that is neither (folded whitespace, text without a colon) would
+    otherwise be taken as part of the header: as the continuation of whatever field
+    we prepend (an Authentication-Results a sender could extend with "dkim=pass"),
+    or as a header field with no name.
+    """
+    return (
+        message.startswith(b"\r\n")
+        or message.startswith(b"\n")
+        or _FIELD_NAME_RE.match(message) is not None
+    )
+
+
 def header_mentions(message: bytes, name: bytes) -> bool:
     """Whether the header section contains ``name`` (lower case) anywhere.
 
