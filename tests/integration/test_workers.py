@@ -429,11 +429,19 @@ def test_the_server_is_announced_once(tmp_path: Path) -> None:
         )
     messages = []
     try:
-        wait_for(lambda: all(port_accepts(p) for p in server.ports.values()), 20, "listening")
-        for index in (0, 1, 0):
+        # The supervisor binds the ports, so they accept before a worker has started:
+        # count the workers' own "listening" records (one per port per start), so that
+        # no worker is killed before it has announced itself.
+        per_start = len(server.ports)
+        wait_for(lambda: len(records(server, "listening")) >= 2 * per_start, 20, "both workers")
+        for restarts, index in enumerate((0, 1, 0), start=1):
             os.kill(worker_pid(server, index), signal.SIGKILL)
-            time.sleep(0.5)
-        wait_for(lambda: len(records(server, "listening")) >= 15, 20, "the restarted workers")
+            expected = (2 + restarts) * per_start
+            wait_for(
+                lambda expected=expected: len(records(server, "listening")) >= expected,
+                20,
+                f"restart {restarts} of the workers",
+            )
         with contextlib.suppress(TimeoutError):
             while True:
                 messages.append(listener.recv(4096).decode())
