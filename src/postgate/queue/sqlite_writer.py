@@ -43,7 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import fcntl
+import json
 import os
 import queue
 import sqlite3
@@ -72,6 +75,40 @@ _RECIPIENT_COLUMNS = (
 )
 _RECIPIENT_VALUES = "(?,?,?,?,?,?,0,?,?)"
 MESSAGE_INSERT = _MESSAGE_COLUMNS + _MESSAGE_VALUES
+
+# The one-statement enqueue. The sqlite3 module releases the GIL around every
+# prepare, step and reset, and each time the writer thread gets it back it may wait
+# up to the switch interval for a busy event loop: BEGIN, SAVEPOINT, two INSERTs,
+# RELEASE and COMMIT cost up to a dozen such waits per batch, and every session of
+# the batch waits with them for its 250. A multi-row INSERT into this view is ONE
+# statement: in autocommit mode SQLite runs it as its own transaction (commit and
+# WAL sync included) and the trigger writes both tables. Temporary objects live only
+# on the writer's connection; the queue file's schema is unchanged.
+_ENQUEUE_VIEW_COLUMNS = (
+    "queue_id, sender, ret, envid, smtputf8, body_type, client_address, client_helo,"
+    " authenticated_user, received_at, size, message, status, next_attempt_at, recipients"
+)
+_ENQUEUE_VIEW_DDL = "CREATE TEMP VIEW IF NOT EXISTS enqueue_batch AS SELECT " + ", ".join(
+    f"NULL AS {name.strip()}" for name in _ENQUEUE_VIEW_COLUMNS.split(",")
+)
+_ENQUEUE_TRIGGER_DDL = """CREATE TEMP TRIGGER IF NOT EXISTS enqueue_batch_insert
+    INSTEAD OF INSERT ON enqueue_batch
+    BEGIN
+        INSERT INTO messages (queue_id, sender, ret, envid, smtputf8, body_type,
+            client_address, client_helo, authenticated_user, received_at, size, message)
+        VALUES (NEW.queue_id, NEW.sender, NEW.ret, NEW.envid, NEW.smtputf8, NEW.body_type,
+            NEW.client_address, NEW.client_helo, NEW.authenticated_user, NEW.received_at,
+            NEW.size, NEW.message);
+        INSERT INTO recipients (queue_id, address, original, notify, orcpt, status,
+            attempts, next_attempt_at, first_queued_at)
+        SELECT NEW.queue_id, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+            json_extract(value, '$[2]'), json_extract(value, '$[3]'), NEW.status,
+            0, NEW.next_attempt_at, NEW.received_at
+        FROM json_each(NEW.recipients) ORDER BY key;
+    END"""
+_ENQUEUE_VIEW_INSERT = f"INSERT INTO enqueue_batch ({_ENQUEUE_VIEW_COLUMNS}) VALUES "
+_ENQUEUE_VIEW_VALUES = "(" + ",".join("?" * 15) + ")"
+
 RECIPIENT_INSERT = _RECIPIENT_COLUMNS + _RECIPIENT_VALUES
 # Rows per multi-row INSERT: well under SQLite's 32,766 bound variables.
 _ROWS_PER_INSERT = 256
@@ -96,6 +133,25 @@ def insert_rows(
 MessageRow = tuple[Any, ...]
 RecipientRow = tuple[Any, ...]
 Operation = Callable[[sqlite3.Connection], Any]
+
+
+def enqueue_view_row(
+    message_row: MessageRow, recipient_rows: Sequence[RecipientRow]
+) -> tuple[Any, ...] | None:
+    """The enqueue_batch row for one message, or None if its recipients differ in
+    what the view takes once per message (status, next attempt, first queued time)."""
+    if not recipient_rows:
+        return None
+    _, _, _, _, _, status, next_attempt_at, first_queued_at = recipient_rows[0]
+    if first_queued_at != message_row[9]:
+        return None
+    people = []
+    for _, address, original, notify, orcpt, r_status, r_next, r_first in recipient_rows:
+        if r_status != status or r_next != next_attempt_at or r_first != first_queued_at:
+            return None
+        people.append((address, original, notify, orcpt))
+    recipients = json.dumps(people, ensure_ascii=False, separators=(",", ":"))
+    return (*message_row, status, next_attempt_at, recipients)
 
 
 class _Enqueue:
@@ -178,6 +234,27 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _flock_keeping_the_gil() -> Callable[[int, int], int] | None:
+    """libc's flock called WITHOUT releasing the GIL, or None where ctypes cannot.
+
+    fcntl.flock releases the GIL around the call, and getting it back may wait up to
+    the switch interval behind a busy event loop, twice per batch. Taking a free
+    lock (LOCK_NB) or letting go of one never blocks, so there is nothing to release
+    it for; only a turn another process holds is waited for with fcntl.flock.
+    """
+    try:
+        libc = ctypes.PyDLL(None, use_errno=True)
+        function = libc.flock
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int)
+    function.restype = ctypes.c_int
+    return function
+
+
+_FLOCK_KEEPING_THE_GIL = _flock_keeping_the_gil()
+
+
 class WriterTurn:
     """Whose turn it is to write, between processes: an flock on ``<queue>.lock``.
 
@@ -197,10 +274,20 @@ class WriterTurn:
             self._fd = os.open(
                 self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
             )
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        quick = _FLOCK_KEEPING_THE_GIL
+        if quick is not None:
+            if quick(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB) == 0:
+                return
+            code = ctypes.get_errno()
+            if code not in (errno.EWOULDBLOCK, errno.EINTR):
+                raise OSError(code, os.strerror(code), str(self._path))
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # another process's turn: wait, GIL released
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._fd is not None:
+        if self._fd is None:
+            return
+        quick = _FLOCK_KEEPING_THE_GIL
+        if quick is None or quick(self._fd, fcntl.LOCK_UN) != 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
@@ -230,6 +317,8 @@ class SqliteWriter:
         self.largest_batch = 0
         self._written = 0  # bytes (roughly) added to the WAL since the last checkpoint
         self._turn = WriterTurn(path)
+        self._one_statement = True
+        self.one_statement_commits = 0  # batches that took the one-statement way
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -280,6 +369,13 @@ class SqliteWriter:
             failed: list[_Outcome] = [(ready, None, error)]
             loop.call_soon_threadsafe(_settle, failed)
             return
+        try:
+            conn.execute(_ENQUEUE_VIEW_DDL)
+            conn.execute(_ENQUEUE_TRIGGER_DDL)
+        except sqlite3.Error as exc:
+            # An SQLite without JSON functions: every batch takes the long way.
+            log.warning("queue one-statement enqueue unavailable", reason=str(exc))
+            self._one_statement = False
         opened: list[_Outcome] = [(ready, None, None)]
         loop.call_soon_threadsafe(_settle, opened)
         try:
@@ -320,6 +416,8 @@ class SqliteWriter:
             self._fail_all(batch, QueueError(f"queue write failed: {exc}"))
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Enqueue | _Run]) -> None:
+        if self._one_statement and self._execute_enqueues_at_once(conn, batch):
+            return
         outcomes: list[tuple[asyncio.AbstractEventLoop, _Outcome]] = []
         enqueues = [r for r in batch if isinstance(r, _Enqueue)]
         runs = [r for r in batch if isinstance(r, _Run)]
@@ -339,13 +437,51 @@ class SqliteWriter:
             self._rollback(conn)
             self._fail_all(batch, QueueError(f"queue commit failed: {exc}"))
             return
+        self._committed(conn, batch, outcomes)
+
+    def _committed(
+        self,
+        conn: sqlite3.Connection,
+        batch: Sequence[_Enqueue | _Run],
+        outcomes: list[tuple[asyncio.AbstractEventLoop, _Outcome]],
+    ) -> None:
         self.commit_count += 1
         self.largest_batch = max(self.largest_batch, len(batch))
         self._deliver_outcomes(outcomes)
-        self._written += sum(len(r.message_row[-1]) for r in enqueues) + 4096 * len(batch)
+        self._written += sum(
+            len(r.message_row[-1]) for r in batch if isinstance(r, _Enqueue)
+        ) + 4096 * len(batch)
         if self._written >= _CHECKPOINT_AFTER_BYTES:
             self._written = 0
             self._checkpoint(conn)
+
+    def _execute_enqueues_at_once(
+        self, conn: sqlite3.Connection, batch: list[_Enqueue | _Run]
+    ) -> bool:
+        """The common batch, only enqueues, as one autocommit statement. False (and
+        nothing written) when the batch must take the long way: it holds other
+        operations, a message does not fit the view, or the statement failed (a
+        queue id already in use, say: the long way tells which caller it was)."""
+        rows = []
+        for request in batch:
+            if not isinstance(request, _Enqueue):
+                return False
+            row = enqueue_view_row(request.message_row, request.recipient_rows)
+            if row is None:
+                return False
+            rows.append(row)
+        if len(rows) > _ROWS_PER_INSERT:
+            return False
+        sql = _ENQUEUE_VIEW_INSERT + ",".join([_ENQUEUE_VIEW_VALUES] * len(rows))
+        try:
+            conn.execute(sql, [value for row in rows for value in row])
+        except sqlite3.Error as exc:
+            # Autocommit: the failed statement rolled itself back, nothing was written.
+            log.debug("queue one-statement enqueue failed, taking the long way", reason=str(exc))
+            return False
+        self.one_statement_commits += 1
+        self._committed(conn, batch, [(r.loop, (r.future, None, None)) for r in batch])
+        return True
 
     def _insert_messages(
         self, conn: sqlite3.Connection, enqueues: list[_Enqueue]

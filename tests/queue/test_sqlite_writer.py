@@ -1,0 +1,111 @@
+"""SqliteWriter's one-statement enqueue writes exactly what the long way writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from postgate.queue.model import DsnNotify, Envelope, EnvelopeRecipient
+from postgate.queue.sqlite_schema import apply_schema, message_row, recipient_rows
+from postgate.queue.sqlite_writer import SqliteWriter, enqueue_view_row
+
+NOW = 1_700_000_000.123456789
+BODY = b"Subject: caf\xc3\xa9\r\n\r\nhello\r\n"
+
+ENVELOPE = Envelope(
+    sender="jos\u00e9@example.org",
+    recipients=(
+        EnvelopeRecipient(
+            address="\u00fc\u00f1\u00ee@example.com",
+            original="\u00dc\u00f1\u00ee@Example.com",
+            notify=frozenset({DsnNotify.FAILURE}),
+            orcpt=("utf-8", "\u00fc;x@example.com"),
+        ),
+        EnvelopeRecipient(address='quote"back\\slash@example.net', original="q@example.net"),
+        EnvelopeRecipient(address="third@example.net", original="third@example.net"),
+    ),
+    smtputf8=True,
+    client_address="2001:db8::1",
+    client_helo="helo.example",
+    received_at=NOW - 0.1,
+)
+
+
+def table_rows(path: Path, queue_id: str) -> tuple[list[Any], list[Any]]:
+    conn = sqlite3.connect(path)
+    try:
+        message = conn.execute("SELECT * FROM messages WHERE queue_id = ?", (queue_id,)).fetchall()
+        recipients = conn.execute(
+            "SELECT * FROM recipients WHERE queue_id = ? ORDER BY id", (queue_id,)
+        ).fetchall()
+    finally:
+        conn.close()
+    # Drop the columns that differ by construction: the queue id and the row id.
+    return [row[1:] for row in message], [row[2:] for row in recipients]
+
+
+async def test_one_statement_and_long_way_write_the_same_rows(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    writer = SqliteWriter(path, prepare=apply_schema)
+    await writer.start()
+    try:
+        assert (
+            enqueue_view_row(
+                message_row("FAST", ENVELOPE, BODY, NOW), recipient_rows("FAST", ENVELOPE, NOW)
+            )
+            is not None
+        )
+        await writer.enqueue(
+            message_row("FAST", ENVELOPE, BODY, NOW),
+            recipient_rows("FAST", ENVELOPE, NOW, hold=True),
+        )
+        assert writer.one_statement_commits == 1
+        writer._one_statement = False  # the long way, for comparison
+        await writer.enqueue(
+            message_row("LONG", ENVELOPE, BODY, NOW),
+            recipient_rows("LONG", ENVELOPE, NOW, hold=True),
+        )
+    finally:
+        await writer.close()
+    fast = table_rows(path, "FAST")
+    assert fast == table_rows(path, "LONG")
+    messages, recipients = fast
+    assert len(messages) == 1 and messages[0][-1] == BODY
+    assert [r[0] for r in recipients] == [r.address for r in ENVELOPE.recipients]
+    assert {r[4] for r in recipients} == {"held"}
+    # REAL columns are bound, not passed through JSON: exactly the float given.
+    assert {(r[6], r[10]) for r in recipients} == {(NOW, NOW - 0.1)}
+
+
+async def test_a_batch_of_enqueues_is_one_commit(tmp_path: Path) -> None:
+    writer = SqliteWriter(tmp_path / "queue.db", prepare=apply_schema)
+    await writer.start()
+    try:
+        before = writer.commit_count
+        envelopes = [(f"Q{i:04d}", ENVELOPE) for i in range(50)]
+        await asyncio.gather(
+            *(
+                writer.enqueue(message_row(q, e, BODY, NOW), recipient_rows(q, e, NOW))
+                for q, e in envelopes
+            )
+        )
+        commits = writer.commit_count - before
+        assert writer.one_statement_commits == commits
+    finally:
+        await writer.close()
+    conn = sqlite3.connect(tmp_path / "queue.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (50,)
+        assert conn.execute("SELECT count(*) FROM recipients").fetchone() == (150,)
+    finally:
+        conn.close()
+    assert 1 <= commits < 50
+
+
+def test_recipients_that_differ_per_message_fields_take_the_long_way() -> None:
+    rows = recipient_rows("Q", ENVELOPE, NOW)
+    rows[1] = (*rows[1][:6], NOW + 60, rows[1][7])
+    assert enqueue_view_row(message_row("Q", ENVELOPE, BODY, NOW), rows) is None
+    assert enqueue_view_row(message_row("Q", ENVELOPE, BODY, NOW), []) is None
