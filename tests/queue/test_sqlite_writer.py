@@ -7,7 +7,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from postgate.queue.model import DsnNotify, Envelope, EnvelopeRecipient
+from postgate.queue.sqlite_checkpointer import Checkpointer
 from postgate.queue.sqlite_schema import apply_schema, message_row, recipient_rows
 from postgate.queue.sqlite_writer import SqliteWriter, enqueue_view_row
 
@@ -109,3 +112,48 @@ def test_recipients_that_differ_per_message_fields_take_the_long_way() -> None:
     rows[1] = (*rows[1][:6], NOW + 60, rows[1][7])
     assert enqueue_view_row(message_row("Q", ENVELOPE, BODY, NOW), rows) is None
     assert enqueue_view_row(message_row("Q", ENVELOPE, BODY, NOW), []) is None
+
+
+def big_enqueue(queue_id: str) -> tuple[Any, Any]:
+    body = b"Subject: big\r\n\r\n" + b"x" * (1 << 20) + b"\r\n"
+    return message_row(queue_id, ENVELOPE, body, NOW), recipient_rows(queue_id, ENVELOPE, NOW)
+
+
+async def test_the_checkpointer_thread_copies_the_wal_and_the_writer_restarts_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "queue.db"
+    writer = SqliteWriter(path, prepare=apply_schema)
+    await writer.start()
+    try:
+        for number in range(24):
+            await writer.enqueue(*big_enqueue(f"BIG{number}"))
+            await asyncio.sleep(0.01)  # a pace the thread keeps up with
+        assert writer._checkpointer.prepared >= 2
+        assert writer._checkpointer.passes >= 2
+        assert writer.checkpoint_waits == 0
+        # The WAL started over after each finished checkpoint instead of holding 24 MiB.
+        assert (tmp_path / "queue.db-wal").stat().st_size < 10 << 20
+        assert path.stat().st_size > 12 << 20
+    finally:
+        await writer.close()
+    assert table_rows(path, "BIG0")[0][0][-1] == big_enqueue("BIG0")[0][-1]
+
+
+async def test_the_wal_stays_bounded_when_the_checkpointer_falls_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpointer that never gets round to it: the writer copies the WAL itself.
+    monkeypatch.setattr(Checkpointer, "request", lambda self: None)
+    path = tmp_path / "queue.db"
+    writer = SqliteWriter(path, prepare=apply_schema)
+    await writer.start()
+    try:
+        for number in range(24):
+            await writer.enqueue(*big_enqueue(f"BIG{number}"))
+        assert writer._checkpointer.passes == 0
+        assert writer.checkpoint_waits >= 2
+        assert (tmp_path / "queue.db-wal").stat().st_size < 10 << 20
+    finally:
+        await writer.close()
+    assert len(table_rows(path, "BIG23")[0]) == 1

@@ -31,6 +31,9 @@ DESCRIPTION
     Futures are settled with one ``call_soon_threadsafe`` per event loop per batch,
     keeping per-message cross-thread work small.
 
+    Checkpoints (copying the WAL into the database file) run on a thread of their
+    own, beside the writer, so no batch waits for one (queue.sqlite_checkpointer).
+
 DURABILITY
     A future is resolved only after COMMIT returned, i.e. after SQLite synced the
     WAL (invariant 1: 250 means durable).
@@ -57,6 +60,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from postgate.queue.sqlite_checkpointer import Checkpointer
 from postgate.queue.store import QueueError
 from postgate.sqlite_file import use_wal
 
@@ -227,9 +231,9 @@ def connect(path: Path) -> sqlite3.Connection:
     # is what makes "250 means durable" true. https://sqlite.org/pragma.html#pragma_synchronous
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=OFF")
-    # Checkpoints are run by the writer itself once a batch's callers have their
-    # answers (SqliteWriter._checkpoint); SQLite's own would run inside COMMIT and make
-    # every session of that batch wait for the copy into the database file.
+    # Checkpoints run on a thread of their own (queue.sqlite_checkpointer); SQLite's
+    # own would run inside COMMIT and make every session of that batch wait for the
+    # copy into the database file.
     conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
@@ -315,7 +319,11 @@ class SqliteWriter:
         # Written only by the writer thread; read by tests and metrics.
         self.commit_count = 0
         self.largest_batch = 0
-        self._written = 0  # bytes (roughly) added to the WAL since the last checkpoint
+        self._written = 0  # bytes (roughly) added to the WAL since the last request
+        self._checkpointer = Checkpointer(path, connect)
+        self._checkpoints_requested = 0
+        self._checkpoints_finished = 0
+        self.checkpoint_waits = 0  # times the writer did the copying: the thread was behind
         self._turn = WriterTurn(path)
         self._one_statement = True
         self.one_statement_commits = 0  # batches that took the one-statement way
@@ -376,6 +384,7 @@ class SqliteWriter:
             # An SQLite without JSON functions: every batch takes the long way.
             log.warning("queue one-statement enqueue unavailable", reason=str(exc))
             self._one_statement = False
+        self._checkpointer.start()
         opened: list[_Outcome] = [(ready, None, None)]
         loop.call_soon_threadsafe(_settle, opened)
         try:
@@ -386,6 +395,7 @@ class SqliteWriter:
                 if stop:
                     break
         finally:
+            self._checkpointer.stop()
             conn.close()
             self._turn.close()
 
@@ -451,9 +461,7 @@ class SqliteWriter:
         self._written += sum(
             len(r.message_row[-1]) for r in batch if isinstance(r, _Enqueue)
         ) + 4096 * len(batch)
-        if self._written >= _CHECKPOINT_AFTER_BYTES:
-            self._written = 0
-            self._checkpoint(conn)
+        self._checkpoint_when_due(conn)
 
     def _execute_enqueues_at_once(
         self, conn: sqlite3.Connection, batch: list[_Enqueue | _Run]
@@ -537,6 +545,27 @@ class SqliteWriter:
             return (request.future, None, error)
         conn.execute("RELEASE operation")
         return (request.future, result, None)
+
+    def _checkpoint_when_due(self, conn: sqlite3.Connection) -> None:
+        """Ask the checkpointer thread to copy the WAL once enough was written, and
+        finish its copy between two batches (module sqlite_checkpointer says why)."""
+        pending = self._checkpoints_requested != self._checkpoints_finished
+        if pending and self._checkpointer.prepared >= self._checkpoints_requested:
+            self._checkpoint(conn)
+            self._checkpoints_finished = self._checkpoints_requested
+            pending = False
+        if self._written < _CHECKPOINT_AFTER_BYTES:
+            return
+        self._written = 0
+        if pending:
+            # A whole threshold later the thread is still copying: copy here, so the
+            # WAL stays bounded whatever the thread's pace.
+            self.checkpoint_waits += 1
+            self._checkpoint(conn)
+            self._checkpoints_finished = self._checkpoints_requested
+            return
+        self._checkpoints_requested += 1
+        self._checkpointer.request()
 
     @staticmethod
     def _checkpoint(conn: sqlite3.Connection) -> None:
