@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from postgate.mailauth.dmarc import DmarcVerdictCache
 from postgate.mailauth.inbound import (
     Disposition,
     Enforcement,
@@ -314,3 +315,54 @@ async def test_spf_verdicts_are_remembered_but_temperror_is_asked_again() -> Non
         asked = spf_queries()
         failed = await check("a@broken.test")
         assert failed.spf.status is SpfStatus.TEMPERROR and spf_queries() > asked
+
+
+async def test_dmarc_verdicts_are_remembered_per_question_but_temperror_is_asked_again() -> None:
+    now = [1000.0]
+    cache = DmarcVerdictCache(ttl=30.0, clock=lambda: now[0])
+    resolver = ZoneResolver(ZONE)
+
+    async def check(from_domain: str, ip: str = "192.0.2.1", dkim: Sequence[DkimLike] = ()) -> Any:
+        return await evaluate_inbound(
+            message(from_domain),
+            client_ip=ip,
+            helo="mail.example.com",
+            mail_from=f"bounce@{from_domain}",
+            resolver=resolver,
+            options=options(),
+            dkim_verifier=verifier(*dkim),
+            dmarc_cache=cache,
+        )
+
+    def dmarc_queries() -> int:
+        return sum(1 for name, rtype in resolver.queries if rtype == "TXT" and "_dmarc" in name)
+
+    first = await check("example.com")
+    asked = dmarc_queries()
+    assert first.dmarc.status is DmarcStatus.PASS and asked >= 1
+    second = await check("example.com")
+    assert dmarc_queries() == asked  # the verdict came from the cache
+    assert second.dmarc == first.dmarc
+    # An SPF fail from another address is another question, with its own answer.
+    other = await check("example.com", ip="203.0.113.9")
+    assert other.spf.status is SpfStatus.FAIL
+    assert other.dmarc.status is DmarcStatus.FAIL and dmarc_queries() > asked
+    # So is a passing DKIM signature: it aligns where SPF did not.
+    asked = dmarc_queries()
+    signed = await check(
+        "example.com",
+        ip="203.0.113.9",
+        dkim=(DkimSignatureResult("example.com", "s1", "rsa-sha256", "pass"),),
+    )
+    assert signed.dmarc.status is DmarcStatus.PASS and signed.dmarc.dkim_aligned
+    assert dmarc_queries() > asked
+    # After the TTL the record is looked up again.
+    asked = dmarc_queries()
+    now[0] += 31
+    assert (await check("example.com")).dmarc == first.dmarc
+    assert dmarc_queries() > asked
+    # A temporary DNS failure is never remembered.
+    for _ in range(2):
+        asked = dmarc_queries()
+        failed = await check("broken.test")
+        assert failed.dmarc.status is DmarcStatus.TEMPERROR and dmarc_queries() > asked

@@ -48,6 +48,7 @@ from postgate.dkim.signer import DkimSigner
 from postgate.dkim.verify import verify_dkim
 from postgate.dns.resolver import Resolver
 from postgate.mailauth.arc import ArcSealError, arc_seal
+from postgate.mailauth.dmarc import DmarcVerdictCache
 from postgate.mailauth.headers import remove_header_fields, starts_with_header_field
 from postgate.mailauth.inbound import InboundOptions, evaluate_inbound
 from postgate.mailauth.spf import SpfVerdictCache
@@ -116,6 +117,7 @@ class AcceptPipeline:
         self.keys = keys
         self.arc_seal_forwarded = arc_seal_forwarded
         self.spf_cache = SpfVerdictCache()
+        self.dmarc_cache = DmarcVerdictCache()
 
     async def prepare(self, message: bytes, arrival: Arrival) -> Prepared:
         if not starts_with_header_field(message):
@@ -201,6 +203,7 @@ class AcceptPipeline:
                 options=self.inbound,
                 dkim_verifier=lambda m: verify_dkim(m, resolver),
                 spf_cache=self.spf_cache,
+                dmarc_cache=self.dmarc_cache,
             )
         except Exception as exc:  # invariant 5: a crashing check is a 4xx, never a 250
             log.exception("inbound checks failed", queue_id=arrival.queue_id)

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 from postgate.mailauth.arc import verify_arc
 from postgate.mailauth.authres import build_authentication_results
-from postgate.mailauth.dmarc import check_dmarc
+from postgate.mailauth.dmarc import DmarcVerdictCache, check_dmarc
 from postgate.mailauth.headers import (
     from_domains,
     header_section,
@@ -152,13 +152,21 @@ async def _dmarc(
     dkim: Sequence[DkimLike],
     resolver: MailauthResolver,
     timeout: float,
+    cache: DmarcVerdictCache | None = None,
 ) -> DmarcResult:
     domains = list(dict.fromkeys(d for field in from_domains(message) for d in field))
     if not domains:
         return DmarcResult(DmarcStatus.NONE, "", reason="no RFC5322.From domain")
     if len(domains) > MAX_FROM_DOMAINS:
         return DmarcResult(DmarcStatus.PERMERROR, domains[0], reason=f"{len(domains)} From domains")
-    results = [await check_dmarc(d, spf, dkim, resolver, lookup_timeout=timeout) for d in domains]
+
+    async def checked(domain: str) -> DmarcResult:
+        def check() -> Awaitable[DmarcResult]:
+            return check_dmarc(domain, spf, dkim, resolver, lookup_timeout=timeout)
+
+        return await check() if cache is None else await cache.remembered(domain, spf, dkim, check)
+
+    results = [await checked(d) for d in domains]
     return max(results, key=_severity)
 
 
@@ -247,6 +255,7 @@ async def evaluate_inbound(
     dkim_verifier: DkimVerifier | None = None,
     spf_result: SpfResult | None = None,
     spf_cache: SpfVerdictCache | None = None,
+    dmarc_cache: DmarcVerdictCache | None = None,
 ) -> InboundVerdict:
     """Authenticate one message received on the MX port; see the module docstring."""
 
@@ -317,7 +326,9 @@ async def evaluate_inbound(
         )
     dmarc = None
     if options.dmarc_enabled:
-        dmarc = await _dmarc(message, spf, dkim or (), resolver, options.lookup_timeout)
+        dmarc = await _dmarc(
+            message, spf, dkim or (), resolver, options.lookup_timeout, dmarc_cache
+        )
     disposition, verdict, reason = _decide(options, spf, dmarc)
     headers = build_authentication_results(
         options.authserv_id, spf, dkim, dmarc, arc, helo_spf=helo_spf
