@@ -42,10 +42,9 @@ SEE ALSO
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from postgate.dns import DnsError
-from postgate.dns.cache import TtlCache
 from postgate.mailauth.dmarc_record import (
     Alignment,
     DmarcRecord,
@@ -63,6 +62,7 @@ from postgate.mailauth.results import (
     SpfStatus,
     dkim_status,
 )
+from postgate.mailauth.verdict_cache import VerdictCache
 
 MAX_WALK_QUERIES = 8
 _LOWER = {
@@ -258,17 +258,11 @@ async def _published_policy(
 DmarcVerdictKey = tuple[str, tuple[SpfStatus, str] | None, tuple[tuple[str, str], ...]]
 
 
-class DmarcVerdictCache:
-    """Recent DMARC results by (From domain, SPF result, DKIM results).
-
-    check_dmarc reads nothing else of a message: the From domain, the SPF status and
-    domain, each DKIM signature's result and d=; the rest is DNS. A busy MX sees the
-    same sender's mail many times a second, and each evaluation walks the _dmarc tree
-    again: two or more resolver calls, each under its own timeout, though every answer
-    is in the resolver's cache (8 % of the event loop's time at 100 KB per message).
-    ``ttl`` bounds how long a changed record goes unnoticed beyond the resolver's own
-    cache, as for SPF (mailauth.spf.SpfVerdictCache). A temperror is never kept.
-    """
+class DmarcVerdictCache(VerdictCache[DmarcVerdictKey, DmarcResult]):
+    """Recent DMARC results by (From domain, SPF result, DKIM results): check_dmarc
+    reads nothing else of a message but DNS (each evaluation walks the _dmarc tree
+    through the resolver again, every call under its own timeout: 8 % of the event
+    loop at 100 KB per message). A temperror is never kept. See mailauth.verdict_cache."""
 
     def __init__(
         self,
@@ -277,8 +271,9 @@ class DmarcVerdictCache:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ttl = ttl
-        self._entries: TtlCache[DmarcVerdictKey, DmarcResult] = TtlCache(max_entries, clock=clock)
+        super().__init__(
+            lambda result: result.status is not DmarcStatus.TEMPERROR, ttl, max_entries, clock=clock
+        )
 
     @staticmethod
     def key(from_domain: str, spf: SpfResult | None, dkim: Sequence[DkimLike]) -> DmarcVerdictKey:
@@ -287,19 +282,3 @@ class DmarcVerdictCache:
             None if spf is None else (spf.status, spf.domain),
             tuple((dkim_status(signature), signature.domain) for signature in dkim),
         )
-
-    async def remembered(
-        self,
-        from_domain: str,
-        spf: SpfResult | None,
-        dkim: Sequence[DkimLike],
-        check: Callable[[], Awaitable[DmarcResult]],
-    ) -> DmarcResult:
-        """The remembered result for this question, or ``check()``'s, remembered."""
-        key = self.key(from_domain, spf, dkim)
-        known = self._entries.get(key)
-        if known is None:
-            known = await check()
-            if known.status is not DmarcStatus.TEMPERROR:
-                self._entries.put(key, known, self._ttl)
-        return known

@@ -164,7 +164,9 @@ async def _dmarc(
         def check() -> Awaitable[DmarcResult]:
             return check_dmarc(domain, spf, dkim, resolver, lookup_timeout=timeout)
 
-        return await check() if cache is None else await cache.remembered(domain, spf, dkim, check)
+        if cache is None:
+            return await check()
+        return await cache.remembered(DmarcVerdictCache.key(domain, spf, dkim), check)
 
     results = [await checked(d) for d in domains]
     return max(results, key=_severity)

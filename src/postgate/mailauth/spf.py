@@ -39,11 +39,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from postgate.dns import DnsError
-from postgate.dns.cache import TtlCache
 from postgate.mailauth.lookup import MailauthResolver, bounded
 from postgate.mailauth.results import SpfResult, SpfScope, SpfStatus
 from postgate.mailauth.spf_record import (
@@ -56,6 +55,7 @@ from postgate.mailauth.spf_record import (
     is_spf_record,
     parse_record,
 )
+from postgate.mailauth.verdict_cache import VerdictCache
 
 MAX_DNS_TERMS = 10
 MAX_VOID_LOOKUPS = 2
@@ -263,18 +263,13 @@ class _Evaluation:
             return ""
 
 
-class SpfVerdictCache:
-    """Recent SPF results by (scope, client address, MAIL FROM, HELO).
+SpfVerdictKey = tuple[str, str, str, str]
 
-    A busy MX sees the same sender from the same address many times a second, and
-    evaluating the record again costs more than the whole rest of accepting a small
-    message, though every DNS answer it needs is in the resolver's cache. The key
-    holds everything check_host() reads from the session (the local part too, for
-    macros), so a hit is the answer the evaluation would give with the same DNS.
-    ``ttl`` bounds how long a changed record goes unnoticed beyond the resolver's own
-    cache. A temperror is never kept: the next message asks again (as the resolver
-    never caches a temporary failure).
-    """
+
+class SpfVerdictCache(VerdictCache[SpfVerdictKey, SpfResult]):
+    """Recent SPF results by (scope, client address, MAIL FROM, HELO): everything
+    check_host() reads from the session (the local part too, for macros). A temperror
+    is never kept. See mailauth.verdict_cache."""
 
     def __init__(
         self,
@@ -283,35 +278,17 @@ class SpfVerdictCache:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ttl = ttl
-        self._entries: TtlCache[tuple[str, str, str, str], SpfResult] = TtlCache(
-            max_entries, clock=clock
+        super().__init__(
+            lambda result: result.status is not SpfStatus.TEMPERROR, ttl, max_entries, clock=clock
         )
 
     @staticmethod
-    def mail_from_key(client_ip: str, mail_from: str, helo: str) -> tuple[str, str, str, str]:
+    def mail_from_key(client_ip: str, mail_from: str, helo: str) -> SpfVerdictKey:
         return ("mailfrom", client_ip, mail_from, helo)
 
     @staticmethod
-    def helo_key(client_ip: str, helo: str) -> tuple[str, str, str, str]:
+    def helo_key(client_ip: str, helo: str) -> SpfVerdictKey:
         return ("helo", client_ip, "", helo)
-
-    def get(self, key: tuple[str, str, str, str]) -> SpfResult | None:
-        return self._entries.get(key)
-
-    def put(self, key: tuple[str, str, str, str], result: SpfResult) -> None:
-        if result.status is not SpfStatus.TEMPERROR:
-            self._entries.put(key, result, self._ttl)
-
-    async def remembered(
-        self, key: tuple[str, str, str, str], check: Callable[[], Awaitable[SpfResult]]
-    ) -> SpfResult:
-        """The remembered verdict for ``key``, or ``check()``'s, remembered."""
-        known = self.get(key)
-        if known is None:
-            known = await check()
-            self.put(key, known)
-        return known
 
 
 def _describe(mechanism: Mechanism) -> str:
