@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,31 @@ async def test_the_wal_stays_bounded_when_the_checkpointer_falls_behind(
     finally:
         await writer.close()
     assert len(table_rows(path, "BIG23")[0]) == 1
+
+
+async def test_the_wal_stays_bounded_with_many_recipients(tmp_path: Path) -> None:
+    # 100 recipients (the default max_recipients): a 2 KB message then writes about
+    # 70 KiB to the WAL, mostly recipient rows and index entries; 200 of them would
+    # leave 14 MiB in it if only the message bytes counted towards a checkpoint.
+    envelope = dataclasses.replace(
+        ENVELOPE,
+        recipients=tuple(
+            EnvelopeRecipient(address=f"user{n}@remote{n % 7}.example", original=f"U{n}@x")
+            for n in range(100)
+        ),
+    )
+    body = b"Subject: many\r\n\r\n" + b"y" * 2000 + b"\r\n"
+    path = tmp_path / "queue.db"
+    writer = SqliteWriter(path, prepare=apply_schema)
+    await writer.start()
+    try:
+        for number in range(200):
+            queue_id = f"MANY{number}"
+            await writer.enqueue(
+                message_row(queue_id, envelope, body, NOW), recipient_rows(queue_id, envelope, NOW)
+            )
+        assert writer._checkpointer.prepared + writer.checkpoint_waits >= 2
+        assert (tmp_path / "queue.db-wal").stat().st_size < 10 << 20
+    finally:
+        await writer.close()
+    assert len(table_rows(path, "MANY199")[1]) == 100
