@@ -41,8 +41,7 @@ SEE ALSO
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from postgate.dns import DnsError
 from postgate.mailauth.dmarc_record import (
@@ -264,16 +263,8 @@ class DmarcVerdictCache(VerdictCache[DmarcVerdictKey, DmarcResult]):
     through the resolver again, every call under its own timeout: 8 % of the event
     loop at 100 KB per message). A temperror is never kept. See mailauth.verdict_cache."""
 
-    def __init__(
-        self,
-        ttl: float = 30.0,
-        max_entries: int = 4096,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            lambda result: result.status is not DmarcStatus.TEMPERROR, ttl, max_entries, clock=clock
-        )
+    def keeps(self, verdict: DmarcResult) -> bool:
+        return verdict.status is not DmarcStatus.TEMPERROR
 
     @staticmethod
     def key(from_domain: str, spf: SpfResult | None, dkim: Sequence[DkimLike]) -> DmarcVerdictKey:

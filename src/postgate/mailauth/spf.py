@@ -271,16 +271,8 @@ class SpfVerdictCache(VerdictCache[SpfVerdictKey, SpfResult]):
     check_host() reads from the session (the local part too, for macros). A temperror
     is never kept. See mailauth.verdict_cache."""
 
-    def __init__(
-        self,
-        ttl: float = 30.0,
-        max_entries: int = 4096,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            lambda result: result.status is not SpfStatus.TEMPERROR, ttl, max_entries, clock=clock
-        )
+    def keeps(self, verdict: SpfResult) -> bool:
+        return verdict.status is not SpfStatus.TEMPERROR
 
     @staticmethod
     def mail_from_key(client_ip: str, mail_from: str, helo: str) -> SpfVerdictKey:

@@ -6,8 +6,9 @@ again costs more than the rest of accepting a small message, though every DNS an
 is in the resolver's cache. The key must hold everything the check reads besides
 DNS, so a hit is the answer the evaluation would give with the same DNS. ``ttl``
 bounds how long a changed record goes unnoticed beyond the resolver's own cache.
-A temporary failure is never kept (``keep`` says which verdicts are): the next
-message asks again, as the resolver never caches a temporary failure.
+A temporary failure is never kept: the next
+message asks again, as the resolver never caches a temporary failure. Subclasses
+say which verdicts are worth keeping (``keeps``) and how a question becomes a key.
 """
 
 from __future__ import annotations
@@ -25,21 +26,23 @@ V = TypeVar("V")
 class VerdictCache(Generic[K, V]):
     def __init__(
         self,
-        keep: Callable[[V], bool],
         ttl: float = 30.0,
         max_entries: int = 4096,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._keep = keep
         self._ttl = ttl
         self._entries: TtlCache[K, V] = TtlCache(max_entries, clock=clock)
+
+    def keeps(self, verdict: V) -> bool:
+        """Whether ``verdict`` may be remembered (not a temporary failure)."""
+        raise NotImplementedError
 
     def get(self, key: K) -> V | None:
         return self._entries.get(key)
 
     def put(self, key: K, verdict: V) -> None:
-        if self._keep(verdict):
+        if self.keeps(verdict):
             self._entries.put(key, verdict, self._ttl)
 
     async def remembered(self, key: K, check: Callable[[], Awaitable[V]]) -> V:
