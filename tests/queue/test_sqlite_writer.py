@@ -186,3 +186,23 @@ async def test_the_wal_stays_bounded_with_many_recipients(tmp_path: Path) -> Non
     finally:
         await writer.close()
     assert len(table_rows(path, "MANY199")[1]) == 100
+
+
+async def test_a_batch_of_big_messages_is_bounded_in_bytes(tmp_path: Path) -> None:
+    # Thirty 1 MiB messages at once would make one transaction of 30 MiB, all of it in
+    # the WAL at once; the writer takes about 8 MiB of messages per batch instead.
+    path = tmp_path / "queue.db"
+    writer = SqliteWriter(path, prepare=apply_schema)
+    await writer.start()
+    try:
+        await asyncio.gather(*(writer.enqueue(*big_enqueue(f"BIG{n}")) for n in range(30)))
+        assert 1 < writer.largest_batch <= 8
+        assert writer.commit_count >= 4
+        assert (tmp_path / "queue.db-wal").stat().st_size < 20 << 20
+    finally:
+        await writer.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 30
+    finally:
+        conn.close()
