@@ -50,8 +50,11 @@ def wait_for(
 
 def port_accepts(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
+            # A port in the ephemeral range that nothing listens on can still "accept":
+            # when the kernel picks that very port as the source, the SYN meets itself
+            # (TCP simultaneous open) and the socket is connected to itself.
+            return connection.getsockname() != connection.getpeername()
     except OSError:
         return False
 

@@ -224,7 +224,11 @@ def test_workers_end_when_the_supervisor_is_killed(two_workers: ServerProcess) -
     pids = [worker_pid(server, index) for index in (0, 1)]
     server.kill()
     wait_for(lambda: not any(alive(pid) for pid in pids), 20, "the workers to end")
-    assert not any(port_accepts(port) for port in server.ports.values())
+    wait_for(
+        lambda: not any(port_accepts(port) for port in server.ports.values()),
+        5,
+        "the ports to close",
+    )
 
 
 def test_log_lines_of_two_workers_on_stderr_stay_whole(tmp_path: Path) -> None:
