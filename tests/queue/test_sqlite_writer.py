@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,16 @@ ENVELOPE = Envelope(
 )
 
 
+@contextlib.asynccontextmanager
+async def running_writer(path: Path) -> AsyncIterator[SqliteWriter]:
+    writer = SqliteWriter(path, prepare=apply_schema)
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.close()
+
+
 def table_rows(path: Path, queue_id: str) -> tuple[list[Any], list[Any]]:
     conn = sqlite3.connect(path)
     try:
@@ -52,9 +64,7 @@ def table_rows(path: Path, queue_id: str) -> tuple[list[Any], list[Any]]:
 
 async def test_one_statement_and_long_way_write_the_same_rows(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
-    writer = SqliteWriter(path, prepare=apply_schema)
-    await writer.start()
-    try:
+    async with running_writer(path) as writer:
         assert (
             enqueue_view_row(
                 message_row("FAST", ENVELOPE, BODY, NOW), recipient_rows("FAST", ENVELOPE, NOW)
@@ -71,8 +81,6 @@ async def test_one_statement_and_long_way_write_the_same_rows(tmp_path: Path) ->
             message_row("LONG", ENVELOPE, BODY, NOW),
             recipient_rows("LONG", ENVELOPE, NOW, hold=True),
         )
-    finally:
-        await writer.close()
     fast = table_rows(path, "FAST")
     assert fast == table_rows(path, "LONG")
     messages, recipients = fast
@@ -84,9 +92,7 @@ async def test_one_statement_and_long_way_write_the_same_rows(tmp_path: Path) ->
 
 
 async def test_a_batch_of_enqueues_is_one_commit(tmp_path: Path) -> None:
-    writer = SqliteWriter(tmp_path / "queue.db", prepare=apply_schema)
-    await writer.start()
-    try:
+    async with running_writer(tmp_path / "queue.db") as writer:
         before = writer.commit_count
         envelopes = [(f"Q{i:04d}", ENVELOPE) for i in range(50)]
         await asyncio.gather(
@@ -97,8 +103,6 @@ async def test_a_batch_of_enqueues_is_one_commit(tmp_path: Path) -> None:
         )
         commits = writer.commit_count - before
         assert writer.one_statement_commits == commits
-    finally:
-        await writer.close()
     conn = sqlite3.connect(tmp_path / "queue.db")
     try:
         assert conn.execute("SELECT count(*) FROM messages").fetchone() == (50,)
@@ -124,9 +128,7 @@ async def test_the_checkpointer_thread_copies_the_wal_and_the_writer_restarts_it
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "queue.db"
-    writer = SqliteWriter(path, prepare=apply_schema)
-    await writer.start()
-    try:
+    async with running_writer(path) as writer:
         for number in range(24):
             await writer.enqueue(*big_enqueue(f"BIG{number}"))
             await asyncio.sleep(0.01)  # a pace the thread keeps up with
@@ -136,8 +138,6 @@ async def test_the_checkpointer_thread_copies_the_wal_and_the_writer_restarts_it
         # The WAL started over after each finished checkpoint instead of holding 24 MiB.
         assert (tmp_path / "queue.db-wal").stat().st_size < 10 << 20
         assert path.stat().st_size > 12 << 20
-    finally:
-        await writer.close()
     assert table_rows(path, "BIG0")[0][0][-1] == big_enqueue("BIG0")[0][-1]
 
 
@@ -147,16 +147,12 @@ async def test_the_wal_stays_bounded_when_the_checkpointer_falls_behind(
     # A checkpointer that never gets round to it: the writer copies the WAL itself.
     monkeypatch.setattr(Checkpointer, "request", lambda self: None)
     path = tmp_path / "queue.db"
-    writer = SqliteWriter(path, prepare=apply_schema)
-    await writer.start()
-    try:
+    async with running_writer(path) as writer:
         for number in range(24):
             await writer.enqueue(*big_enqueue(f"BIG{number}"))
         assert writer._checkpointer.passes == 0
         assert writer.checkpoint_waits >= 2
         assert (tmp_path / "queue.db-wal").stat().st_size < 10 << 20
-    finally:
-        await writer.close()
     assert len(table_rows(path, "BIG23")[0]) == 1
 
 
@@ -173,9 +169,7 @@ async def test_the_wal_stays_bounded_with_many_recipients(tmp_path: Path) -> Non
     )
     body = b"Subject: many\r\n\r\n" + b"y" * 2000 + b"\r\n"
     path = tmp_path / "queue.db"
-    writer = SqliteWriter(path, prepare=apply_schema)
-    await writer.start()
-    try:
+    async with running_writer(path) as writer:
         for number in range(200):
             queue_id = f"MANY{number}"
             await writer.enqueue(
@@ -183,8 +177,6 @@ async def test_the_wal_stays_bounded_with_many_recipients(tmp_path: Path) -> Non
             )
         assert writer._checkpointer.prepared + writer.checkpoint_waits >= 2
         assert (tmp_path / "queue.db-wal").stat().st_size < 10 << 20
-    finally:
-        await writer.close()
     assert len(table_rows(path, "MANY199")[1]) == 100
 
 
@@ -192,15 +184,11 @@ async def test_a_batch_of_big_messages_is_bounded_in_bytes(tmp_path: Path) -> No
     # Thirty 1 MiB messages at once would make one transaction of 30 MiB, all of it in
     # the WAL at once; the writer takes about 8 MiB of messages per batch instead.
     path = tmp_path / "queue.db"
-    writer = SqliteWriter(path, prepare=apply_schema)
-    await writer.start()
-    try:
+    async with running_writer(path) as writer:
         await asyncio.gather(*(writer.enqueue(*big_enqueue(f"BIG{n}")) for n in range(30)))
         assert 1 < writer.largest_batch <= 8
         assert writer.commit_count >= 4
         assert (tmp_path / "queue.db-wal").stat().st_size < 20 << 20
-    finally:
-        await writer.close()
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 30

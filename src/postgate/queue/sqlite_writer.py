@@ -217,7 +217,7 @@ def _wal_growth(batch: Sequence[_Enqueue | _Run]) -> int:
     growth = _WAL_PER_COMMIT
     for request in batch:
         if isinstance(request, _Enqueue):
-            growth += len(request.message_row[-1]) + _WAL_PER_MESSAGE
+            growth += _message_bytes(request) + _WAL_PER_MESSAGE
             growth += _WAL_PER_RECIPIENT * len(request.recipient_rows)
         else:
             growth += _WAL_PER_OPERATION
