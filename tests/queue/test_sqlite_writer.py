@@ -194,3 +194,27 @@ async def test_a_batch_of_big_messages_is_bounded_in_bytes(tmp_path: Path) -> No
         assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 30
     finally:
         conn.close()
+
+
+async def test_an_orcpt_with_a_nul_is_stored_whole(tmp_path: Path) -> None:
+    # ORCPT=rfc822;a+00b decodes to a NUL, which SQLite's JSON functions would end the
+    # string at: such a message takes the long way and is stored exactly as received.
+    envelope = dataclasses.replace(
+        ENVELOPE,
+        recipients=(
+            EnvelopeRecipient(
+                address="a@example.com", original="a@example.com", orcpt=("rfc822", '"]}\0x@y')
+            ),
+        ),
+    )
+    path = tmp_path / "queue.db"
+    async with running_writer(path) as writer:
+        await writer.enqueue(
+            message_row("NUL", envelope, BODY, NOW), recipient_rows("NUL", envelope, NOW)
+        )
+    stored = sqlite3.connect(path)
+    try:
+        (orcpt,) = stored.execute("SELECT orcpt FROM recipients WHERE queue_id = 'NUL'").fetchone()
+    finally:
+        stored.close()
+    assert "\0x@y" in orcpt

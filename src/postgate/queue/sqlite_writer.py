@@ -143,7 +143,9 @@ def enqueue_view_row(
     message_row: MessageRow, recipient_rows: Sequence[RecipientRow]
 ) -> tuple[Any, ...] | None:
     """The enqueue_batch row for one message, or None if its recipients differ in
-    what the view takes once per message (status, next attempt, first queued time)."""
+    what the view takes once per message (status, next attempt, first queued time),
+    or hold a NUL: SQLite's JSON functions end a string at an escaped NUL (an ORCPT
+    may decode to one), so such a message takes the long way, bound parameters."""
     if not recipient_rows:
         return None
     _, _, _, _, _, status, next_attempt_at, first_queued_at = recipient_rows[0]
@@ -153,7 +155,10 @@ def enqueue_view_row(
     for _, address, original, notify, orcpt, r_status, r_next, r_first in recipient_rows:
         if r_status != status or r_next != next_attempt_at or r_first != first_queued_at:
             return None
-        people.append((address, original, notify, orcpt))
+        person = (address, original, notify, orcpt)
+        if any(isinstance(field, str) and "\0" in field for field in person):
+            return None
+        people.append(person)
     recipients = json.dumps(people, ensure_ascii=False, separators=(",", ":"))
     return (*message_row, status, next_attempt_at, recipients)
 
@@ -517,8 +522,9 @@ class SqliteWriter:
         sql = _ENQUEUE_VIEW_INSERT + ",".join([_ENQUEUE_VIEW_VALUES] * len(rows))
         try:
             conn.execute(sql, [value for row in rows for value in row])
-        except sqlite3.Error as exc:
-            # Autocommit: the failed statement rolled itself back, nothing was written.
+        except (sqlite3.Error, UnicodeError) as exc:
+            # Autocommit: the failed statement rolled itself back, nothing was written
+            # (a value SQLite cannot take, such as a lone surrogate, fails in binding).
             log.debug("queue one-statement enqueue failed, taking the long way", reason=str(exc))
             return False
         self.one_statement_commits += 1
